@@ -1,0 +1,89 @@
+//! The element type: `f32` for training, `f64` for gradient checks and theory.
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+use ndarray::{LinalgScalar, ScalarOperand};
+
+/// Floating-point element of a [`crate::Tensor`]. Implemented for `f32` and `f64` only.
+pub trait Float:
+    num_traits::Float
+    + num_traits::FromPrimitive
+    + LinalgScalar
+    + ScalarOperand
+    + Sum
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+{
+    /// The safetensors dtype name of this element.
+    const DTYPE_NAME: &'static str;
+
+    /// Lossy conversion from `f64` (used for constants in op code).
+    fn of(x: f64) -> Self;
+
+    /// Conversion to `f64`.
+    fn to_f64_lossy(self) -> f64;
+
+    /// The error function.
+    fn erf(self) -> Self;
+
+    /// `C = alpha * A B + beta * C` for row/column-strided matrices; single-threaded
+    /// (used inside parallel loops over batches, where a threaded BLAS would oversubscribe).
+    ///
+    /// # Safety
+    /// Pointers and strides must describe valid, non-overlapping (for `c`) matrices of the given sizes.
+    #[allow(clippy::missing_safety_doc)]
+    unsafe fn gemm_raw(
+        m: usize, k: usize, n: usize, alpha: Self,
+        a: *const Self, rsa: isize, csa: isize,
+        b: *const Self, rsb: isize, csb: isize,
+        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+    );
+}
+
+impl Float for f32 {
+    const DTYPE_NAME: &'static str = "F32";
+    #[inline]
+    fn of(x: f64) -> Self { x as f32 }
+    #[inline]
+    fn to_f64_lossy(self) -> f64 { self as f64 }
+    #[inline]
+    fn erf(self) -> Self { libm::erff(self) }
+    unsafe fn gemm_raw(
+        m: usize, k: usize, n: usize, alpha: Self,
+        a: *const Self, rsa: isize, csa: isize,
+        b: *const Self, rsb: isize, csb: isize,
+        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}
+
+impl Float for f64 {
+    const DTYPE_NAME: &'static str = "F64";
+    #[inline]
+    fn of(x: f64) -> Self { x }
+    #[inline]
+    fn to_f64_lossy(self) -> f64 { self }
+    #[inline]
+    fn erf(self) -> Self { libm::erf(self) }
+    unsafe fn gemm_raw(
+        m: usize, k: usize, n: usize, alpha: Self,
+        a: *const Self, rsa: isize, csa: isize,
+        b: *const Self, rsb: isize, csb: isize,
+        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}

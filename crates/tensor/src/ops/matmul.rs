@@ -1,0 +1,200 @@
+//! Matrix products: 2-D through BLAS, `[.., m, k] @ [k, n]` as one flattened BLAS call, and batched
+//! products (batch dims broadcast) as a parallel loop of single-threaded GEMMs.
+
+use ndarray::{linalg::general_mat_mul, ArrayD, Ix2, IxDyn};
+use rayon::prelude::*;
+
+use super::{broadcast_shapes, sum_to_shape};
+use crate::{Float, Tensor};
+
+/// `a @ b` for 2-D arrays through BLAS (ndarray picks sgemm/dgemm for contiguous or transposed layouts).
+pub(crate) fn mm2<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayView2<F>) -> ndarray::Array2<F> {
+    let mut c = ndarray::Array2::<F>::zeros((a.nrows(), b.ncols()));
+    general_mat_mul(F::one(), &a, &b, F::zero(), &mut c);
+    c
+}
+
+fn view2<F: Float>(x: &ArrayD<F>) -> ndarray::ArrayView2<'_, F> {
+    x.view().into_dimensionality::<Ix2>().expect("2-D")
+}
+
+/// Batched `a @ b` with `a: [batch.., m, k]`, `b: [batch.., k, n]` (batch dims broadcast);
+/// `trans_a`/`trans_b` read the last two axes transposed. Returns `[batch.., m, n]`.
+pub(crate) fn batched_mm<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, trans_b: bool) -> ArrayD<F> {
+    let a = a.as_standard_layout();
+    let b = b.as_standard_layout();
+    let (ra, rb) = (a.ndim(), b.ndim());
+    let (a0, a1) = (a.shape()[ra - 2], a.shape()[ra - 1]);
+    let (b0, b1) = (b.shape()[rb - 2], b.shape()[rb - 1]);
+    let (m, k) = if trans_a { (a1, a0) } else { (a0, a1) };
+    let (k2, n) = if trans_b { (b1, b0) } else { (b0, b1) };
+    assert_eq!(k, k2, "matmul: inner dimensions {k} and {k2} differ");
+    let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("matmul: batch dims broadcast");
+    let count: usize = batch.iter().product();
+    let offsets = |shape: &[usize], mat: usize| -> Vec<usize> {
+        // Offset of each broadcast batch element into a standard-layout array with batch dims `shape`.
+        let pad = batch.len() - shape.len();
+        let mut strides = vec![0usize; batch.len()];
+        let mut s = mat;
+        for i in (0..shape.len()).rev() {
+            strides[pad + i] = if shape[i] == 1 { 0 } else { s };
+            s *= shape[i];
+        }
+        (0..count)
+            .map(|mut flat| {
+                let mut off = 0;
+                for i in (0..batch.len()).rev() {
+                    off += (flat % batch[i]) * strides[i];
+                    flat /= batch[i];
+                }
+                off
+            })
+            .collect()
+    };
+    let off_a = offsets(&a.shape()[..ra - 2], a0 * a1);
+    let off_b = offsets(&b.shape()[..rb - 2], b0 * b1);
+    let (sa, sb) = (a.as_slice().expect("standard"), b.as_slice().expect("standard"));
+    let (rsa, csa) = if trans_a { (1, a1 as isize) } else { (a1 as isize, 1) };
+    let (rsb, csb) = if trans_b { (1, b1 as isize) } else { (b1 as isize, 1) };
+    let mut out_shape = batch.clone();
+    out_shape.extend([m, n]);
+    let mut out = ArrayD::<F>::zeros(IxDyn(&out_shape));
+    if m * n == 0 {
+        return out;
+    }
+    let work = |(i, c): (usize, &mut [F])| {
+        // SAFETY: offsets and strides stay inside the standard-layout slices; `c` is this batch's m*n block.
+        unsafe {
+            F::gemm_raw(
+                m, k, n, F::one(),
+                sa.as_ptr().add(off_a[i]), rsa, csa,
+                sb.as_ptr().add(off_b[i]), rsb, csb,
+                F::zero(), c.as_mut_ptr(), n as isize, 1,
+            )
+        }
+    };
+    let chunks = out.as_slice_mut().expect("fresh array").chunks_mut(m * n).enumerate();
+    if count > 1 && count * m * n * k >= 1 << 16 {
+        chunks.par_bridge_ordered(work);
+    } else {
+        chunks.for_each(work);
+    }
+    out
+}
+
+/// Parallel for-each over an enumerated chunk iterator (each item independent, so the result is
+/// deterministic).
+trait ParOrdered<'a, F: Send + 'a> {
+    fn par_bridge_ordered(self, f: impl Fn((usize, &'a mut [F])) + Sync + Send);
+}
+
+impl<'a, F: Send + 'a> ParOrdered<'a, F> for std::iter::Enumerate<std::slice::ChunksMut<'a, F>> {
+    fn par_bridge_ordered(self, f: impl Fn((usize, &'a mut [F])) + Sync + Send) {
+        let items: Vec<(usize, &'a mut [F])> = self.collect();
+        items.into_par_iter().for_each(f);
+    }
+}
+
+impl<F: Float> Tensor<F> {
+    /// Matrix product with NumPy semantics for rank >= 2: `[.., m, k] @ [.., k, n]`, batch dims broadcast.
+    ///
+    /// # Panics
+    /// If either input has rank < 2 or the inner dimensions differ.
+    #[track_caller]
+    pub fn matmul(&self, other: &Tensor<F>) -> Tensor<F> {
+        let (ra, rb) = (self.ndim(), other.ndim());
+        assert!(ra >= 2 && rb >= 2, "matmul: needs rank >= 2, got {:?} @ {:?}", self.shape(), other.shape());
+        let k = self.shape()[ra - 1];
+        assert_eq!(
+            k, other.shape()[rb - 2],
+            "matmul: inner dimensions differ in {:?} @ {:?}", self.shape(), other.shape()
+        );
+        if rb == 2 {
+            return self.matmul_weight(other);
+        }
+        assert!(
+            broadcast_shapes(&self.shape()[..ra - 2], &other.shape()[..rb - 2]).is_some(),
+            "matmul: batch dims of {:?} and {:?} do not broadcast", self.shape(), other.shape()
+        );
+        let v = batched_mm(self.value(), other.value(), false, false);
+        let (ac, bc) = (self.clone(), other.clone());
+        Tensor::from_op(v, &[self, other], move |g, needs| {
+            let ga = needs[0].then(|| sum_to_shape(&batched_mm(g, bc.value(), false, true), ac.shape()));
+            let gb = needs[1].then(|| sum_to_shape(&batched_mm(ac.value(), g, true, false), bc.shape()));
+            vec![ga, gb]
+        })
+    }
+
+    /// `[.., m, k] @ [k, n]`: the leading dims are flattened into one BLAS call.
+    fn matmul_weight(&self, w: &Tensor<F>) -> Tensor<F> {
+        let k = w.shape()[0];
+        let n = w.shape()[1];
+        let rows = self.len() / k.max(1);
+        let x2 = self.value().as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, k])).expect("size");
+        let y = mm2(view2(&x2), view2(w.value()));
+        let mut out_shape = self.shape().to_vec();
+        *out_shape.last_mut().expect("rank >= 2") = n;
+        let v = y.into_dyn().into_shape_with_order(IxDyn(&out_shape)).expect("size");
+        let in_shape = self.shape().to_vec();
+        let wc = w.clone();
+        let x2 = if w.is_tracked() { Some(x2) } else { None };
+        Tensor::from_op(v, &[self, w], move |g, needs| {
+            let g2 = g.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, n])).expect("size");
+            let gx = needs[0].then(|| {
+                mm2(view2(&g2), view2(wc.value()).t()).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
+            });
+            let gw = needs[1].then(|| mm2(view2(x2.as_ref().expect("kept for weight grad")).t(), view2(&g2)).into_dyn());
+            vec![gx, gw]
+        })
+    }
+}
+
+impl<F: Float> Tensor<F> {
+    /// `x @ weight^T + bias` with PyTorch's weight layout `[out, in]`; leading dims of `x` are flattened into
+    /// one BLAS call and the bias add is fused.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor<F>, bias: Option<&Tensor<F>>) -> Tensor<F> {
+        assert_eq!(weight.ndim(), 2, "linear: weight {:?} must be [out, in]", weight.shape());
+        let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
+        assert!(
+            self.ndim() >= 1 && *self.shape().last().expect("rank >= 1") == in_f,
+            "linear: input {:?} does not end in {in_f} features", self.shape()
+        );
+        if let Some(b) = bias {
+            assert_eq!(b.shape(), [out_f], "linear: bias {:?} for {out_f} outputs", b.shape());
+        }
+        let rows = self.len() / in_f.max(1);
+        let x2 = self.value().as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, in_f])).expect("size");
+        let mut y = ndarray::Array2::<F>::zeros((rows, out_f));
+        if let Some(b) = bias {
+            y.rows_mut().into_iter().for_each(|mut r| r.assign(&b.value().view().into_dimensionality::<ndarray::Ix1>().expect("1-d")));
+            general_mat_mul(F::one(), &view2(&x2), &view2(weight.value()).t(), F::one(), &mut y);
+        } else {
+            general_mat_mul(F::one(), &view2(&x2), &view2(weight.value()).t(), F::zero(), &mut y);
+        }
+        let mut out_shape = self.shape().to_vec();
+        *out_shape.last_mut().expect("rank >= 1") = out_f;
+        let v = y.into_dyn().into_shape_with_order(IxDyn(&out_shape)).expect("size");
+        let in_shape = self.shape().to_vec();
+        let wc = weight.clone();
+        let x2 = if weight.is_tracked() { Some(x2) } else { None };
+        let mut inputs = vec![self, weight];
+        if let Some(b) = bias {
+            inputs.push(b);
+        }
+        let has_bias = bias.is_some();
+        Tensor::from_op(v, &inputs, move |g, needs| {
+            let g2 = g.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, out_f])).expect("size");
+            let g2v = view2(&g2);
+            let gx = needs[0].then(|| {
+                mm2(g2v, view2(wc.value())).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
+            });
+            let gw = needs[1].then(|| mm2(g2v.t(), view2(x2.as_ref().expect("kept for weight grad"))).into_dyn());
+            let mut out = vec![gx, gw];
+            if has_bias {
+                out.push(needs[2].then(|| g2.sum_axis(ndarray::Axis(0))));
+            }
+            out
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! Differentiable ops. Each op is one function that computes its value and records, next to it, the
+//! closure that turns the output's gradient into its inputs' gradients. Gradient checks live in
+//! `tests/gradcheck.rs`, one per op.
+
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub mod loss;
+pub(crate) mod matmul;
+pub(crate) mod nn;
+pub(crate) mod reduce;
+pub(crate) mod shape;
+
+pub use conv::Conv2dSpec;
+pub use elementwise::GeluApprox;
+
+use ndarray::{ArrayD, Axis, IxDyn, Zip};
+
+use crate::Float;
+
+/// Below this many elements, elementwise work stays on the calling thread.
+pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
+
+/// NumPy broadcasting of two shapes; `None` if incompatible.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+#[track_caller]
+pub(crate) fn broadcast_or_panic(op: &str, a: &[usize], b: &[usize]) -> Vec<usize> {
+    broadcast_shapes(a, b).unwrap_or_else(|| panic!("{op}: shapes {a:?} and {b:?} do not broadcast"))
+}
+
+/// Sums a gradient of a broadcast result back to the shape of the input that was broadcast.
+pub(crate) fn sum_to_shape<F: Float>(g: &ArrayD<F>, shape: &[usize]) -> ArrayD<F> {
+    if g.shape() == shape {
+        return g.clone();
+    }
+    let mut out = g.clone();
+    while out.ndim() > shape.len() {
+        out = out.sum_axis(Axis(0));
+    }
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 && out.shape()[i] != 1 {
+            out = out.sum_axis(Axis(i)).insert_axis(Axis(i));
+        }
+    }
+    out
+}
+
+/// Elementwise `f(x)`, parallel for large arrays (each element independent: deterministic).
+pub(crate) fn map<F: Float>(x: &ArrayD<F>, f: impl Fn(F) -> F + Sync + Send) -> ArrayD<F> {
+    if x.len() >= PAR_THRESHOLD {
+        Zip::from(x).par_map_collect(|&v| f(v))
+    } else {
+        x.mapv(f)
+    }
+}
+
+/// Elementwise `f(a, b)` of two same-shape arrays.
+pub(crate) fn zip_map<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F + Sync + Send) -> ArrayD<F> {
+    if a.shape() == b.shape() {
+        if a.len() >= PAR_THRESHOLD {
+            Zip::from(a).and(b).par_map_collect(|&x, &y| f(x, y))
+        } else {
+            Zip::from(a).and(b).map_collect(|&x, &y| f(x, y))
+        }
+    } else {
+        let shape = broadcast_shapes(a.shape(), b.shape()).expect("caller checked broadcast");
+        let av = a.broadcast(IxDyn(&shape)).expect("broadcast");
+        let bv = b.broadcast(IxDyn(&shape)).expect("broadcast");
+        if av.len() >= PAR_THRESHOLD {
+            Zip::from(&av).and(&bv).par_map_collect(|&x, &y| f(x, y))
+        } else {
+            Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))
+        }
+    }
+}
+
+/// Elementwise `f(a, b, c)` of three same-shape arrays.
+pub(crate) fn zip3_map<F: Float>(
+    a: &ArrayD<F>, b: &ArrayD<F>, c: &ArrayD<F>, f: impl Fn(F, F, F) -> F + Sync + Send,
+) -> ArrayD<F> {
+    if a.len() >= PAR_THRESHOLD {
+        Zip::from(a).and(b).and(c).par_map_collect(|&x, &y, &z| f(x, y, z))
+    } else {
+        Zip::from(a).and(b).and(c).map_collect(|&x, &y, &z| f(x, y, z))
+    }
+}
+
+/// Normalises a possibly negative axis.
+#[track_caller]
+pub(crate) fn axis_index(op: &str, axis: isize, ndim: usize) -> usize {
+    let a = if axis < 0 { axis + ndim as isize } else { axis };
+    assert!(a >= 0 && (a as usize) < ndim, "{op}: axis {axis} out of range for {ndim} dimensions");
+    a as usize
+}

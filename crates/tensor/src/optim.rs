@@ -1,0 +1,274 @@
+//! Optimizers whose state is keyed by parameter name, so growth and grafting can copy, reset or drop it
+//! per parameter; learning-rate schedules.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use ndarray::ArrayD;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{read_safetensors, write_safetensors, StoredTensor};
+use crate::{Error, Float, Grads, Params, Result};
+
+/// Per-parameter optimizer state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamState<F: Float = f32> {
+    /// Updates applied to this parameter so far (Adam's bias correction uses it, so a parameter added
+    /// mid-training starts its own count).
+    pub step: u64,
+    /// Named buffers: `momentum` for SGD, `m` and `v` for Adam.
+    pub buffers: BTreeMap<String, ArrayD<F>>,
+}
+
+impl<F: Float> Default for ParamState<F> {
+    fn default() -> Self {
+        ParamState { step: 0, buffers: BTreeMap::new() }
+    }
+}
+
+/// State of all parameters, by name.
+#[derive(Debug, Clone, Default)]
+pub struct OptimizerState<F: Float = f32> {
+    pub per_param: HashMap<String, ParamState<F>>,
+}
+
+impl<F: Float> OptimizerState<F> {
+    pub fn get(&self, name: &str) -> Option<&ParamState<F>> {
+        self.per_param.get(name)
+    }
+
+    /// Forgets a parameter's state (its next update starts fresh).
+    pub fn reset(&mut self, name: &str) {
+        self.per_param.remove(name);
+    }
+
+    /// Resets every parameter under `prefix`.
+    pub fn reset_prefix(&mut self, prefix: &str) {
+        self.per_param.retain(|n, _| !(n == prefix || n.starts_with(&format!("{prefix}."))));
+    }
+
+    /// Copies state from one parameter to another (e.g. to a layer copy).
+    pub fn copy(&mut self, from: &str, to: &str) -> Result<()> {
+        let s = self.per_param.get(from).cloned().ok_or_else(|| Error::UnknownParam(from.to_string()))?;
+        self.per_param.insert(to.to_string(), s);
+        Ok(())
+    }
+
+    /// Saves the state as safetensors (`<name>/<buffer>` tensors, step counts in the metadata).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut names: Vec<&String> = self.per_param.keys().collect();
+        names.sort();
+        let mut tensors = Vec::new();
+        let mut steps = BTreeMap::new();
+        for n in names {
+            let s = &self.per_param[n];
+            steps.insert(n.clone(), s.step);
+            for (b, a) in &s.buffers {
+                tensors.push((format!("{n}/{b}"), StoredTensor::from_float(a)));
+            }
+        }
+        let meta = HashMap::from([("steps".to_string(), serde_json::to_string(&steps).expect("json"))]);
+        write_safetensors(path, &tensors, Some(meta))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let stored = read_safetensors(path)?;
+        let bad = |reason: String| Error::BadCheckpoint { path: path.to_path_buf(), reason };
+        let steps: BTreeMap<String, u64> =
+            serde_json::from_str(stored.metadata.get("steps").ok_or_else(|| bad("no `steps` metadata".into()))?)
+                .map_err(|e| bad(format!("`steps` metadata: {e}")))?;
+        let mut per_param: HashMap<String, ParamState<F>> =
+            steps.into_iter().map(|(n, step)| (n, ParamState { step, buffers: BTreeMap::new() })).collect();
+        for (key, t) in stored.tensors {
+            let (n, b) = key.rsplit_once('/').ok_or_else(|| bad(format!("tensor `{key}` is not `<param>/<buffer>`")))?;
+            let a = t.to_float::<F>().map_err(|r| bad(format!("`{key}`: {r}")))?;
+            per_param.get_mut(n).ok_or_else(|| bad(format!("`{key}` has no step count")))?.buffers.insert(b.to_string(), a);
+        }
+        Ok(OptimizerState { per_param })
+    }
+}
+
+/// An optimizer updates the trainable parameters of a [`Params`] from gradients.
+pub trait Optimizer<F: Float = f32> {
+    /// Applies one update with the current learning rate. Frozen parameters and parameters without a
+    /// gradient are left alone (and so is their state).
+    fn step(&mut self, params: &Params<F>, grads: &Grads<F>);
+    fn lr(&self) -> f64;
+    fn set_lr(&mut self, lr: f64);
+    fn state(&self) -> &OptimizerState<F>;
+    fn state_mut(&mut self) -> &mut OptimizerState<F>;
+}
+
+/// Stochastic gradient descent with momentum, Nesterov and L2 weight decay (PyTorch's semantics).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig { lr: 0.01, momentum: 0.0, weight_decay: 0.0, nesterov: false }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sgd<F: Float = f32> {
+    pub config: SgdConfig,
+    state: OptimizerState<F>,
+}
+
+impl<F: Float> Sgd<F> {
+    pub fn new(config: SgdConfig) -> Self {
+        Sgd { config, state: OptimizerState::default() }
+    }
+}
+
+impl<F: Float> Optimizer<F> for Sgd<F> {
+    fn step(&mut self, params: &Params<F>, grads: &Grads<F>) {
+        let c = &self.config;
+        let (lr, mu, wd) = (F::of(c.lr), F::of(c.momentum), F::of(c.weight_decay));
+        for (name, var) in params.iter() {
+            if !var.is_trainable() {
+                continue;
+            }
+            let Some(g) = grads.get_id(var.id()) else { continue };
+            let st = self.state.per_param.entry(name).or_default();
+            st.step += 1;
+            let first = st.step == 1;
+            var.update(|p| {
+                let mut d = g.clone();
+                if c.weight_decay != 0.0 {
+                    d.zip_mut_with(p, |d, &p| *d += wd * p);
+                }
+                if c.momentum != 0.0 {
+                    let buf = st.buffers.entry("momentum".into()).or_insert_with(|| d.clone());
+                    if !first {
+                        buf.zip_mut_with(&d, |b, &d| *b = mu * *b + d);
+                    }
+                    if c.nesterov {
+                        d.zip_mut_with(buf, |d, &b| *d += mu * b);
+                    } else {
+                        d.assign(buf);
+                    }
+                }
+                p.zip_mut_with(&d, |p, &d| *p -= lr * d);
+            });
+        }
+    }
+    fn lr(&self) -> f64 { self.config.lr }
+    fn set_lr(&mut self, lr: f64) { self.config.lr = lr }
+    fn state(&self) -> &OptimizerState<F> { &self.state }
+    fn state_mut(&mut self) -> &mut OptimizerState<F> { &mut self.state }
+}
+
+/// Adam / AdamW. `decoupled = true` is AdamW (weight decay applied to the weights, Loshchilov & Hutter);
+/// `false` adds L2 decay to the gradient (classic Adam).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
+    /// Adam with PyTorch's defaults.
+    pub fn adam(lr: f64) -> Self {
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+    }
+
+    /// AdamW with the given decoupled weight decay.
+    pub fn adamw(lr: f64, weight_decay: f64) -> Self {
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled: true }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Adam<F: Float = f32> {
+    pub config: AdamConfig,
+    state: OptimizerState<F>,
+}
+
+impl<F: Float> Adam<F> {
+    pub fn new(config: AdamConfig) -> Self {
+        Adam { config, state: OptimizerState::default() }
+    }
+}
+
+impl<F: Float> Optimizer<F> for Adam<F> {
+    fn step(&mut self, params: &Params<F>, grads: &Grads<F>) {
+        let c = self.config.clone();
+        for (name, var) in params.iter() {
+            if !var.is_trainable() {
+                continue;
+            }
+            let Some(g) = grads.get_id(var.id()) else { continue };
+            let st = self.state.per_param.entry(name).or_default();
+            st.step += 1;
+            let t = st.step as i32;
+            let bc1 = 1.0 - c.beta1.powi(t);
+            let bc2 = 1.0 - c.beta2.powi(t);
+            let (b1, b2) = (F::of(c.beta1), F::of(c.beta2));
+            let step_size = F::of(c.lr / bc1);
+            let inv_sqrt_bc2 = F::of(1.0 / bc2.sqrt());
+            let eps = F::of(c.eps);
+            let wd = F::of(c.weight_decay);
+            let decay = F::of(1.0 - c.lr * c.weight_decay);
+            let shape = g.raw_dim();
+            let mut m = st.buffers.remove("m").unwrap_or_else(|| ArrayD::zeros(shape.clone()));
+            let mut v = st.buffers.remove("v").unwrap_or_else(|| ArrayD::zeros(shape));
+            var.update(|p| {
+                if c.decoupled && c.weight_decay != 0.0 {
+                    p.mapv_inplace(|x| x * decay);
+                }
+                ndarray::Zip::from(p).and(&mut m).and(&mut v).and(g).for_each(|p, m, v, &g| {
+                    let g = if !c.decoupled && c.weight_decay != 0.0 { g + wd * *p } else { g };
+                    *m = b1 * *m + (F::one() - b1) * g;
+                    *v = b2 * *v + (F::one() - b2) * g * g;
+                    *p -= step_size * *m / ((*v).sqrt() * inv_sqrt_bc2 + eps);
+                });
+            });
+            st.buffers.insert("m".into(), m);
+            st.buffers.insert("v".into(), v);
+        }
+    }
+    fn lr(&self) -> f64 { self.config.lr }
+    fn set_lr(&mut self, lr: f64) { self.config.lr = lr }
+    fn state(&self) -> &OptimizerState<F> { &self.state }
+    fn state_mut(&mut self) -> &mut OptimizerState<F> { &mut self.state }
+}
+
+/// Learning-rate multiplier as a function of the step (multiply the base LR by `factor(step)`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    /// Linear warmup from 0 over `warmup` steps, then cosine decay to `min_factor` at `total`.
+    WarmupCosine { warmup: u64, total: u64, min_factor: f64 },
+    /// Linear warmup, then linear decay to `min_factor` at `total`.
+    WarmupLinear { warmup: u64, total: u64, min_factor: f64 },
+}
+
+impl Schedule {
+    pub fn factor(&self, step: u64) -> f64 {
+        let warm = |warmup: u64| if warmup > 0 && step < warmup { Some((step + 1) as f64 / warmup as f64) } else { None };
+        match *self {
+            Schedule::Constant => 1.0,
+            Schedule::WarmupCosine { warmup, total, min_factor } => warm(warmup).unwrap_or_else(|| {
+                let span = total.saturating_sub(warmup).max(1) as f64;
+                let t = ((step - warmup) as f64 / span).min(1.0);
+                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }),
+            Schedule::WarmupLinear { warmup, total, min_factor } => warm(warmup).unwrap_or_else(|| {
+                let span = total.saturating_sub(warmup).max(1) as f64;
+                let t = ((step - warmup) as f64 / span).min(1.0);
+                1.0 - (1.0 - min_factor) * t
+            }),
+        }
+    }
+}
