@@ -60,3 +60,38 @@ pub fn check(inputs: &[ArrayD<f64>], eps: f64, f: impl Fn(&[Tensor<f64>]) -> Ten
     }
     worst
 }
+
+/// Checks the gradients of a scalar `loss()` with respect to every trainable parameter in `params`
+/// (every entry of tensors up to `max_entries`, an even spread of entries beyond).
+pub fn check_params(params: &crate::Params<f64>, eps: f64, max_entries: usize, loss: impl Fn() -> Tensor<f64>) -> (GradCheck, String) {
+    let grads = loss().backward();
+    let mut worst = GradCheck { max_error: 0.0, at: (0, 0), analytic: 0.0, numeric: 0.0 };
+    let mut worst_name = String::new();
+    for (pi, (name, var)) in params.iter().into_iter().enumerate() {
+        if !var.is_trainable() {
+            continue;
+        }
+        let analytic = grads.get_id(var.id()).cloned().unwrap_or_else(|| ArrayD::zeros(ndarray::IxDyn(&var.shape())));
+        let analytic = analytic.as_standard_layout().into_owned();
+        let n = var.len();
+        let stride = n.div_ceil(max_entries.max(1)).max(1);
+        for j in (0..n).step_by(stride) {
+            let original = var.value();
+            let eval = |delta: f64| {
+                let mut a = original.clone();
+                a.as_slice_mut().expect("standard")[j] += delta;
+                var.set(a);
+                no_grad(|| loss().item())
+            };
+            let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps);
+            var.set(original);
+            let a = analytic.as_slice().expect("standard")[j];
+            let err = (a - numeric).abs() / numeric.abs().max(1.0);
+            if err > worst.max_error || err.is_nan() {
+                worst = GradCheck { max_error: err, at: (pi, j), analytic: a, numeric };
+                worst_name = name.clone();
+            }
+        }
+    }
+    (worst, worst_name)
+}

@@ -44,12 +44,15 @@ pub(crate) struct Node<F: Float> {
 impl<F: Float> Drop for Node<F> {
     fn drop(&mut self) {
         LIVE_NODES.fetch_sub(1, Ordering::Relaxed);
-        // Unlink long chains iteratively so that dropping a deep graph cannot overflow the stack.
+        // Unlink long chains iteratively so that dropping a deep graph cannot overflow the stack. Closures
+        // hold handles to their inputs too, so each is released before its inputs are examined.
         let mut stack: Vec<Tensor<F>> = std::mem::take(&mut self.inputs);
+        drop(std::mem::replace(&mut self.backward, Box::new(|_, _| Vec::new())));
         while let Some(t) = stack.pop() {
             if let Ok(mut inner) = Arc::try_unwrap(t.0) {
                 if let Tracking::Op(node) = &mut inner.tracking {
                     stack.append(&mut node.inputs);
+                    drop(std::mem::replace(&mut node.backward, Box::new(|_, _| Vec::new())));
                 }
             }
         }

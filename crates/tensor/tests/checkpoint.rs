@@ -1,0 +1,99 @@
+//! safetensors: exact round trips, HuggingFace files, and corrupt files as errors.
+
+use std::path::PathBuf;
+
+use strata_tensor::ndarray::{ArrayD, IxDyn};
+use strata_tensor::{read_safetensors, write_safetensors, Error, Params, StoredTensor};
+
+#[test]
+fn params_round_trip_exactly() {
+    let params = Params::<f32>::new();
+    let mut rng = strata_tensor::seeded(9);
+    params.insert("a.weight", strata_tensor::normal(&[3, 4], 0.0, 1.0, &mut rng)).unwrap();
+    params.insert("a.bias", strata_tensor::normal(&[4], 0.0, 1.0, &mut rng)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    params.save(&path, None).unwrap();
+    let other = Params::<f32>::new();
+    other.insert("a.weight", ArrayD::zeros(IxDyn(&[3, 4]))).unwrap();
+    other.insert("a.bias", ArrayD::zeros(IxDyn(&[4]))).unwrap();
+    other.load(&path).unwrap();
+    assert_eq!(other.snapshot(), params.snapshot());
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn f64_and_i64_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.safetensors");
+    let f = ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.0f64 / 3.0, -1e300]).unwrap();
+    let i = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1i64, -7, i64::MAX]).unwrap();
+    write_safetensors(&path, &[("f".into(), StoredTensor::F64(f.clone())), ("i".into(), StoredTensor::I64(i.clone()))], None).unwrap();
+    let back = read_safetensors(&path).unwrap();
+    assert_eq!(back.get("f"), Some(&StoredTensor::F64(f)));
+    assert_eq!(back.get("i"), Some(&StoredTensor::I64(i)));
+}
+
+#[test]
+fn shape_mismatch_and_missing_names_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let p = Params::<f32>::new();
+    p.insert("w", ArrayD::zeros(IxDyn(&[2, 2]))).unwrap();
+    p.save(&path, None).unwrap();
+    let q = Params::<f32>::new();
+    q.insert("w", ArrayD::zeros(IxDyn(&[3]))).unwrap();
+    assert!(matches!(q.load(&path), Err(Error::ShapeMismatch { .. })));
+    let r = Params::<f32>::new();
+    r.insert("w", ArrayD::zeros(IxDyn(&[2, 2]))).unwrap();
+    r.insert("extra", ArrayD::zeros(IxDyn(&[1]))).unwrap();
+    assert!(matches!(r.load(&path), Err(Error::MissingParams(m)) if m == ["extra"]));
+}
+
+#[test]
+fn corrupt_and_truncated_files_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.safetensors");
+    let p = Params::<f32>::new();
+    p.insert("w", ArrayD::ones(IxDyn(&[16, 16]))).unwrap();
+    p.save(&good, None).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("short", bytes[..5].to_vec()),
+        ("truncated", bytes[..bytes.len() - 10].to_vec()),
+        ("huge-header", { let mut b = bytes.clone(); b[..8].copy_from_slice(&u64::MAX.to_le_bytes()); b }),
+        ("garbage-header", { let mut b = bytes.clone(); b[8..20].fill(b'#'); b }),
+    ];
+    for (name, data) in cases {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        std::fs::write(&path, data).unwrap();
+        let err = read_safetensors(&path).expect_err(name);
+        assert!(err.to_string().contains(&format!("{name}.safetensors")), "{name}: {err}");
+    }
+    let missing = read_safetensors(&dir.path().join("nope.safetensors")).unwrap_err();
+    assert!(matches!(missing, Error::Io { .. }));
+}
+
+/// `STRATA_DATA` points at the shared data folder (CI sets it); the test is skipped loudly without it.
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("STRATA_DATA").map(PathBuf::from);
+    if dir.is_none() {
+        eprintln!("STRATA_DATA is not set: skipping the HuggingFace checkpoint test");
+    }
+    dir
+}
+
+#[test]
+fn loads_huggingface_minilm() {
+    let Some(dir) = data_dir() else { return };
+    let path = dir.join("all-MiniLM-L6-v2").join("model.safetensors");
+    let st = read_safetensors(&path).unwrap_or_else(|e| panic!("{e}"));
+    let emb = st.tensors.iter().find(|(n, _)| n.ends_with("embeddings.word_embeddings.weight")).expect("word embeddings");
+    assert_eq!(emb.1.shape(), [30522, 384]);
+    let q = st.tensors.iter().find(|(n, _)| n.ends_with("encoder.layer.0.attention.self.query.weight")).expect("layer 0 query");
+    assert_eq!(q.1.shape(), [384, 384]);
+    let w = q.1.to_float::<f32>().unwrap();
+    assert!(w.iter().all(|x| x.is_finite()) && w.iter().any(|&x| x != 0.0));
+}
