@@ -1,1 +1,199 @@
-fn main(){}
+//! `cargo xtask`: the project's task runner. It holds no ML code; it makes sure the system has what the
+//! build needs (OpenBLAS), then calls cargo: release builds for numerics.
+//!
+//! ```text
+//! cargo xtask reproduce --list | <id>|all [--quick] [--seed N] [--out DIR] [--data DIR]
+//! cargo xtask test [cargo test args]
+//! cargo xtask bench [criterion filter]          criterion benches, then a summary table
+//! cargo xtask bench-anchors                     the JAX/numpy anchor scripts, for ratios
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("reproduce") => ensure_openblas().and_then(|_| reproduce(&args[1..])),
+        Some("test") => ensure_openblas().and_then(|_| test(&args[1..])),
+        Some("bench") => ensure_openblas().and_then(|_| bench(&args[1..])),
+        Some("bench-anchors") => anchors(),
+        Some("setup") => ensure_openblas(),
+        _ => {
+            eprintln!("usage: cargo xtask <reproduce|test|bench|bench-anchors|setup> [args]\n\n{}", include_str!("usage.txt"));
+            Err("no task given".into())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut cmd: Command) -> Result {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+}
+
+fn reproduce(args: &[String]) -> Result {
+    let mut c = cargo();
+    c.args(["run", "--release", "--quiet", "-p", "strata-runner", "--bin", "strata", "--", "reproduce"]).args(args);
+    run(c)
+}
+
+fn test(args: &[String]) -> Result {
+    let mut c = cargo();
+    c.args(["test", "--workspace"]).args(args);
+    run(c)
+}
+
+fn bench(args: &[String]) -> Result {
+    let mut c = cargo();
+    c.args(["bench", "-p", "strata-benches", "--"]).args(args);
+    run(c)?;
+    summarise_criterion(&root().join("target").join("criterion"))
+}
+
+/// Prints every criterion result's median with its throughput, from `target/criterion/**/new/`.
+fn summarise_criterion(dir: &Path) -> Result {
+    let mut rows = Vec::new();
+    collect(dir, &mut rows);
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    println!("\n{:60} {:>12} {:>18}", "benchmark", "median", "throughput");
+    for (name, median_ns, throughput) in rows {
+        println!("{name:60} {:>10.3} ms {throughput:>18}", median_ns / 1e6);
+    }
+    Ok(())
+}
+
+fn collect(dir: &Path, rows: &mut Vec<(String, f64, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "new") {
+                if let Some(row) = read_result(&p) {
+                    rows.push(row);
+                }
+            } else if p.file_name().is_some_and(|n| n != "base" && n != "report" && n != "change") {
+                collect(&p, rows);
+            }
+        }
+    }
+}
+
+fn read_result(dir: &Path) -> Option<(String, f64, String)> {
+    let est = std::fs::read_to_string(dir.join("estimates.json")).ok()?;
+    let bench = std::fs::read_to_string(dir.join("benchmark.json")).ok()?;
+    let median = number_after(&est, "\"median\"", "\"point_estimate\":")?;
+    let name = string_after(&bench, "\"full_id\":")?;
+    let throughput = if let Some(b) = number_after(&bench, "\"Bytes\"", ":") {
+        format!("{:.2} GB/s", b / median)
+    } else if let Some(el) = number_after(&bench, "\"Elements\"", ":") {
+        let per_s = el / (median * 1e-9);
+        if per_s > 1e9 { format!("{:.1} G/s", per_s / 1e9) } else { format!("{per_s:.1} /s") }
+    } else {
+        String::new()
+    };
+    Some((name, median, throughput))
+}
+
+fn number_after(text: &str, anchor: &str, key: &str) -> Option<f64> {
+    let start = text.find(anchor)?;
+    let rest = &text[start + anchor.len()..];
+    let k = rest.find(key)?;
+    let rest = rest[k + key.len()..].trim_start();
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))?;
+    rest[..end].parse().ok()
+}
+
+fn string_after(text: &str, key: &str) -> Option<String> {
+    let k = text.find(key)?;
+    let rest = text[k + key.len()..].trim_start().strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// Runs the anchor scripts of `../shared/design/anchors` (or `STRATA_ANCHORS`) with the Python that has JAX.
+fn anchors() -> Result {
+    let dir = std::env::var_os("STRATA_ANCHORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("..").join("shared").join("design").join("anchors"));
+    if !dir.join("jax_lm.py").exists() {
+        return Err(format!("no anchor scripts in {} (set STRATA_ANCHORS)", dir.display()));
+    }
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = |m: &str| Command::new(&py).args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success());
+    if !has("jax") || !has("optax") || !has("scipy") {
+        eprintln!("installing the anchors' Python packages (numpy scipy threadpoolctl jax optax)");
+        run({
+            let mut c = Command::new(&py);
+            c.args(["-m", "pip", "install", "-q", "numpy", "scipy", "threadpoolctl", "jax", "optax"]);
+            c
+        })?;
+    }
+    run({
+        let mut c = Command::new("bash");
+        c.arg(dir.join("cpu_check.sh"));
+        c
+    })?;
+    for script in ["gemm_numpy.py", "jax_lm.py", "jax_cnn.py", "jax_icl.py", "wht_numpy.py"] {
+        println!("== {script}");
+        let mut c = Command::new(&py);
+        c.arg(script).current_dir(&dir);
+        if script == "gemm_numpy.py" {
+            c.env("OPENBLAS_NUM_THREADS", "2");
+        }
+        run(c)?;
+    }
+    Ok(())
+}
+
+/// OpenBLAS is linked from the system (the static build would download sources). Installs Debian's
+/// `libopenblas-dev` when it is missing and we may; otherwise says what to do.
+fn ensure_openblas() -> Result {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/libopenblas.so",
+        "/usr/lib/aarch64-linux-gnu/libopenblas.so",
+        "/usr/lib/libopenblas.so",
+        "/usr/lib64/libopenblas.so",
+        "/usr/local/lib/libopenblas.so",
+        "/opt/homebrew/opt/openblas/lib/libopenblas.dylib",
+    ];
+    if candidates.iter().any(|p| Path::new(p).exists()) {
+        return Ok(());
+    }
+    let ldconfig = Command::new("ldconfig").arg("-p").output();
+    if ldconfig.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libopenblas.so ")) {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let has_apt = Path::new("/usr/bin/apt-get").exists();
+    if !has_apt {
+        return Err("OpenBLAS not found: install it (Debian/Ubuntu: libopenblas-dev, Fedora: openblas-devel, macOS: brew install openblas)".into());
+    }
+    eprintln!("xtask: OpenBLAS not found; installing Debian's libopenblas-dev");
+    let sudo: &[&str] = if is_root { &[] } else { &["sudo"] };
+    for args in [&["apt-get", "update", "-qq"][..], &["apt-get", "install", "-y", "-qq", "libopenblas-dev"][..]] {
+        let all: Vec<&str> = sudo.iter().chain(args.iter()).copied().collect();
+        let mut c = Command::new(all[0]);
+        c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        run(c)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! `strata`: the reproduction runner. `cargo xtask reproduce ...` builds it in release mode and calls it.
+//!
+//! ```text
+//! strata reproduce --list
+//! strata reproduce <id>|all [--quick] [--seed N] [--out DIR] [--data DIR]
+//! ```
+
+mod foundations;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use report::{Report, RunCtx, Scale};
+
+/// One reproduction: an id (`family/name`), a one-line description, and the function that runs it.
+struct Experiment {
+    id: &'static str,
+    about: &'static str,
+    run: fn(&RunCtx) -> Result<Report>,
+}
+
+fn experiments() -> Vec<Experiment> {
+    vec![Experiment {
+        id: "tensor/foundations",
+        about: "gradient checks of every op family, XOR and a toy conv net learning, determinism across thread counts",
+        run: foundations::run,
+    }]
+}
+
+#[derive(Parser)]
+#[command(name = "strata", about = "Strata: reproductions of results on depth and layers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one reproduction (or `all`) and write its report.
+    Reproduce {
+        /// Experiment id (see --list), or `all`.
+        id: Option<String>,
+        /// List the experiments.
+        #[arg(long)]
+        list: bool,
+        /// The small configuration (minutes on 2 cores) instead of the full one.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output root; each experiment writes to <out>/<id>/.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Dataset folder (overrides STRATA_DATA).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let Command::Reproduce { id, list, quick, seed, out, data } = cli.command;
+    let all = experiments();
+    if list || id.is_none() {
+        for e in &all {
+            println!("{:28} {}", e.id, e.about);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = id.expect("checked");
+    let chosen: Vec<&Experiment> = if id == "all" {
+        all.iter().collect()
+    } else {
+        match all.iter().find(|e| e.id == id) {
+            Some(e) => vec![e],
+            None => bail!("unknown experiment `{id}`; `strata reproduce --list` shows them"),
+        }
+    };
+    let scale = if quick { Scale::Quick } else { Scale::Full };
+    let mut failed_claims = 0;
+    for e in chosen {
+        let mut ctx = RunCtx::new(e.id, seed, scale, out.clone());
+        if let Some(d) = &data {
+            ctx.data_dir = Some(d.clone());
+        }
+        eprintln!("== {} ({:?}, seed {seed})", e.id, scale);
+        let report = (e.run)(&ctx).with_context(|| format!("experiment {}", e.id))?;
+        let (held, total) = report.claims_held();
+        for c in &report.claims {
+            eprintln!("  [{}] {}: measured {:.4e} (expected {})", if c.holds { "ok" } else { "FAIL" }, c.id, c.measured, c.expected);
+        }
+        failed_claims += total - held;
+        let dir = report.finish(&ctx).with_context(|| format!("writing the report of {}", e.id))?;
+        eprintln!("  {held}/{total} claims hold; report in {}", dir.join("report.md").display());
+    }
+    // Claims that do not hold are results, not errors: the exit code stays 0 and the report says so.
+    if failed_claims > 0 {
+        eprintln!("{failed_claims} claim(s) did not hold (see the reports)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
