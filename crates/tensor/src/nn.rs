@@ -191,13 +191,8 @@ impl<F: Float> MultiHeadAttention<F> {
         let q = heads(self.q.forward(x));
         let k = heads(self.k.forward(x));
         let v = heads(self.v.forward(x));
-        let scores = q.matmul(&k.t()).mul_scalar(F::of(1.0 / (dh as f64).sqrt()));
         let mask = attention_mask(b, t, self.causal, key_padding);
-        let scores = match &mask {
-            Some(m) => scores.masked_fill(m, F::neg_infinity()),
-            None => scores,
-        };
-        let attn = scores.softmax(-1);
+        let attn = q.matmul(&k.t()).scaled_masked_softmax(1.0 / (dh as f64).sqrt(), mask.as_ref());
         let y = attn.matmul(&v).permute(&[0, 2, 1, 3]).reshape(&[b, t, d]);
         self.o.forward(&y)
     }
@@ -211,10 +206,15 @@ fn attention_mask(b: usize, t: usize, causal: bool, key_padding: Option<&ArrayD<
     if let Some(kp) = key_padding {
         assert_eq!(kp.shape(), [b, t], "key padding mask {:?} for batch {b}, time {t}", kp.shape());
     }
-    Some(ArrayD::from_shape_fn(IxDyn(&[b, 1, t, t]), |ix| {
-        let (bi, qi, ki) = (ix[0], ix[2], ix[3]);
-        (causal && ki > qi) || key_padding.is_some_and(|kp| !kp[[bi, ki]])
-    }))
+    let mut mask = vec![false; b * t * t];
+    for (bi, plane) in mask.chunks_mut(t * t).enumerate() {
+        for (qi, row) in plane.chunks_mut(t).enumerate() {
+            for (ki, m) in row.iter_mut().enumerate() {
+                *m = (causal && ki > qi) || key_padding.is_some_and(|kp| !kp[[bi, ki]]);
+            }
+        }
+    }
+    Some(ArrayD::from_shape_vec(IxDyn(&[b, 1, t, t]), mask).expect("size"))
 }
 
 impl<F: Float> Module<F> for MultiHeadAttention<F> {

@@ -197,6 +197,24 @@ proptest! {
     }
 
     #[test]
+    fn scaled_masked_softmax(a in array(4, 5, -3.0, 3.0), scale in 0.1f64..2.0, seed in any::<u64>()) {
+        let shape = a.shape().to_vec();
+        // A mask broadcast over the leading axis, with some rows fully masked.
+        let mut mshape = shape.clone();
+        mshape[0] = 1;
+        let mask = ArrayD::from_shape_fn(IxDyn(&mshape), |ix| (ix.slice().iter().sum::<usize>() as u64 + seed) % 3 == 0);
+        let m2 = mask.clone();
+        assert_grad(&[a.clone()], move |t| t[0].scaled_masked_softmax(scale, Some(&m2)));
+        assert_grad(&[a.clone()], move |t| t[0].scaled_masked_softmax(scale, None));
+        // Equal to the unfused composition where a row keeps at least one entry.
+        let fused = Tensor::new(a.clone()).scaled_masked_softmax(scale, Some(&mask));
+        let composed = Tensor::new(a).mul_scalar(scale).masked_fill(&mask, f64::NEG_INFINITY).softmax(-1);
+        for (f, c) in fused.value().iter().zip(composed.value().iter()) {
+            prop_assert!((f - c).abs() < 1e-12 || (c.is_nan() && *f == 0.0) || (*c == 0.0 && *f == 0.0), "{f} vs {c}");
+        }
+    }
+
+    #[test]
     fn layer_norm(rows in prop::collection::vec(1usize..4, 0..3), d in 2usize..7, seed in any::<u64>()) {
         let mut rng = seeded(seed);
         let mut sx = rows.clone();

@@ -171,16 +171,16 @@ impl<F: Float> Tensor<F> {
     pub fn where_cond(mask: &ArrayD<bool>, on_true: &Tensor<F>, on_false: &Tensor<F>) -> Tensor<F> {
         let shape = broadcast_or_panic("where", on_true.shape(), on_false.shape());
         let shape = broadcast_or_panic("where", &shape, mask.shape());
-        let m = mask.broadcast(IxDyn(&shape)).expect("broadcast").to_owned();
-        let t = on_true.value().broadcast(IxDyn(&shape)).expect("broadcast");
-        let f = on_false.value().broadcast(IxDyn(&shape)).expect("broadcast");
-        let value = ndarray::Zip::from(&m).and(&t).and(&f).map_collect(|&m, &t, &f| if m { t } else { f });
+        let dim = IxDyn(&shape);
+        let m = mask.broadcast(dim.clone()).expect("broadcast");
+        let t = on_true.value().broadcast(dim.clone()).expect("broadcast");
+        let f = on_false.value().broadcast(dim).expect("broadcast");
+        let value = ndarray::Zip::from(&m).and(&t).and(&f).par_map_collect(|&m, &t, &f| if m { t } else { f });
         let (ts, fs) = (on_true.shape().to_vec(), on_false.shape().to_vec());
+        let mask = mask.clone();
         Tensor::from_op(value, &[on_true, on_false], move |g, n| {
-            let pick = |keep: bool| {
-                let z = ndarray::Zip::from(g).and(&m).map_collect(|&g, &m| if m == keep { g } else { F::zero() });
-                z
-            };
+            let m = mask.broadcast(g.raw_dim()).expect("broadcast");
+            let pick = |keep: bool| ndarray::Zip::from(g).and(&m).par_map_collect(|&g, &m| if m == keep { g } else { F::zero() });
             vec![n[0].then(|| sum_to_shape(&pick(true), &ts)), n[1].then(|| sum_to_shape(&pick(false), &fs))]
         })
     }
@@ -215,14 +215,22 @@ fn gelu_erf_grad<F: Float>(x: F) -> F {
     cdf + x * pdf
 }
 
+/// `tanh` through one `exp` (libm's `tanhf` costs several times more; this is exact to a few ulps and
+/// saturates correctly: `exp` overflowing to infinity gives 1).
+#[inline]
+fn fast_tanh<F: Float>(x: F) -> F {
+    let e = (x + x).exp();
+    F::one() - F::of(2.0) / (e + F::one())
+}
+
 fn gelu_tanh<F: Float>(x: F) -> F {
     let inner = F::of(SQRT_2_OVER_PI) * (x + F::of(0.044715) * x * x * x);
-    F::of(0.5) * x * (F::one() + inner.tanh())
+    F::of(0.5) * x * (F::one() + fast_tanh(inner))
 }
 
 fn gelu_tanh_grad<F: Float>(x: F) -> F {
     let inner = F::of(SQRT_2_OVER_PI) * (x + F::of(0.044715) * x * x * x);
-    let t = inner.tanh();
+    let t = fast_tanh(inner);
     let dinner = F::of(SQRT_2_OVER_PI) * (F::one() + F::of(3.0 * 0.044715) * x * x);
     F::of(0.5) * (F::one() + t) + F::of(0.5) * x * (F::one() - t * t) * dinner
 }

@@ -7,10 +7,73 @@ use rayon::prelude::*;
 use super::{broadcast_shapes, sum_to_shape};
 use crate::{Float, Tensor};
 
+unsafe extern "C" {
+    fn openblas_set_num_threads(n: std::os::raw::c_int);
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe extern "C" {
+    fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+}
+
+/// One-time process setup before the first product:
+/// - OpenBLAS runs single-threaded: Strata parallelises GEMMs itself on rayon's pool, so BLAS worker threads
+///   never spin against rayon workers for the same two cores.
+/// - On glibc, arrays up to 32 MiB are served from the heap instead of fresh `mmap`s, so the activations of
+///   a training step reuse memory instead of page-faulting it in every step (PyTorch's caching allocator
+///   solves the same problem).
+pub(crate) fn runtime_setup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: plain setters, called once before Strata's first BLAS call.
+        unsafe { openblas_set_num_threads(1) };
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        unsafe {
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+    });
+}
+
+/// Rows (or columns) per parallel block: at least 4 blocks and at most 512 per block. A function of the
+/// shape only, never of the thread count, so every output entry comes from the same BLAS call shape and
+/// results do not depend on the number of threads.
+fn block_len(len: usize) -> usize {
+    let blocks = len.div_ceil(512).max(4);
+    len.div_ceil(blocks).next_multiple_of(16)
+}
+
+/// `c = a @ b + beta * c` for 2-D views through BLAS; large products are split into blocks of output rows
+/// (or columns, whichever dimension is longer) computed in parallel.
+pub(crate) fn gemm_into<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayView2<F>, beta: F, c: &mut ndarray::Array2<F>) {
+    runtime_setup();
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    let big = m * n * k >= 1 << 21 && m.max(n) >= 64;
+    if big && m >= n {
+        let rows = block_len(m);
+        let a_blocks: Vec<_> = a.axis_chunks_iter(ndarray::Axis(0), rows).collect();
+        c.axis_chunks_iter_mut(ndarray::Axis(0), rows)
+            .into_par_iter()
+            .zip(a_blocks.into_par_iter())
+            .for_each(|(mut cb, ab)| general_mat_mul(F::one(), &ab, &b, beta, &mut cb));
+    } else if big {
+        let cols = block_len(n);
+        let b_blocks: Vec<_> = b.axis_chunks_iter(ndarray::Axis(1), cols).collect();
+        c.axis_chunks_iter_mut(ndarray::Axis(1), cols)
+            .into_par_iter()
+            .zip(b_blocks.into_par_iter())
+            .for_each(|(mut cb, bb)| general_mat_mul(F::one(), &a, &bb, beta, &mut cb));
+    } else {
+        general_mat_mul(F::one(), &a, &b, beta, c);
+    }
+}
+
 /// `a @ b` for 2-D arrays through BLAS (ndarray picks sgemm/dgemm for contiguous or transposed layouts).
 pub(crate) fn mm2<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayView2<F>) -> ndarray::Array2<F> {
     let mut c = ndarray::Array2::<F>::zeros((a.nrows(), b.ncols()));
-    general_mat_mul(F::one(), &a, &b, F::zero(), &mut c);
+    gemm_into(a, b, F::zero(), &mut c);
     c
 }
 
@@ -21,6 +84,7 @@ fn view2<F: Float>(x: &ArrayD<F>) -> ndarray::ArrayView2<'_, F> {
 /// Batched `a @ b` with `a: [batch.., m, k]`, `b: [batch.., k, n]` (batch dims broadcast);
 /// `trans_a`/`trans_b` read the last two axes transposed. Returns `[batch.., m, n]`.
 pub(crate) fn batched_mm<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, trans_b: bool) -> ArrayD<F> {
+    runtime_setup();
     let a = a.as_standard_layout();
     let b = b.as_standard_layout();
     let (ra, rb) = (a.ndim(), b.ndim());
@@ -164,20 +228,24 @@ impl<F: Float> Tensor<F> {
             assert_eq!(b.shape(), [out_f], "linear: bias {:?} for {out_f} outputs", b.shape());
         }
         let rows = self.len() / in_f.max(1);
-        let x2 = self.value().as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, in_f])).expect("size");
+        // A contiguous input is used in place (and kept, not copied, for the weight gradient).
+        let x = if self.value().is_standard_layout() { self.clone() } else { Tensor::new(self.value().as_standard_layout().into_owned()) };
+        fn x2<F: Float>(x: &Tensor<F>, rows: usize, cols: usize) -> ndarray::ArrayView2<'_, F> {
+            x.value().view().into_shape_with_order((rows, cols)).expect("standard layout")
+        }
         let mut y = ndarray::Array2::<F>::zeros((rows, out_f));
         if let Some(b) = bias {
             y.rows_mut().into_iter().for_each(|mut r| r.assign(&b.value().view().into_dimensionality::<ndarray::Ix1>().expect("1-d")));
-            general_mat_mul(F::one(), &view2(&x2), &view2(weight.value()).t(), F::one(), &mut y);
+            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::one(), &mut y);
         } else {
-            general_mat_mul(F::one(), &view2(&x2), &view2(weight.value()).t(), F::zero(), &mut y);
+            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::zero(), &mut y);
         }
         let mut out_shape = self.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 1") = out_f;
         let v = y.into_dyn().into_shape_with_order(IxDyn(&out_shape)).expect("size");
         let in_shape = self.shape().to_vec();
         let wc = weight.clone();
-        let x2 = if weight.is_tracked() { Some(x2) } else { None };
+        let x = if weight.is_tracked() { Some(x) } else { None };
         let mut inputs = vec![self, weight];
         if let Some(b) = bias {
             inputs.push(b);
@@ -189,7 +257,7 @@ impl<F: Float> Tensor<F> {
             let gx = needs[0].then(|| {
                 mm2(g2v, view2(wc.value())).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
             });
-            let gw = needs[1].then(|| mm2(g2v.t(), view2(x2.as_ref().expect("kept for weight grad"))).into_dyn());
+            let gw = needs[1].then(|| mm2(g2v.t(), x2(x.as_ref().expect("kept for weight grad"), rows, in_f)).into_dyn());
             let mut out = vec![gx, gw];
             if has_bias {
                 out.push(needs[2].then(|| g2.sum_axis(ndarray::Axis(0))));

@@ -200,3 +200,53 @@ impl<F: Float> Tensor<F> {
         Tensor::from_op(v, &[self], move |g, _| vec![Some(super::zip_map(g, &mask, |g, m| g * m))])
     }
 }
+
+impl<F: Float> Tensor<F> {
+    /// `softmax(scale * x)` over the last axis with entries where `mask` (broadcast to `x`) is true excluded:
+    /// attention's scaling, masking and normalisation in one pass (rows with every entry masked give zeros).
+    #[track_caller]
+    pub fn scaled_masked_softmax(&self, scale: f64, mask: Option<&ArrayD<bool>>) -> Tensor<F> {
+        let d = *self.shape().last().expect("scaled_masked_softmax on a 0-d tensor");
+        let x = self.value().as_standard_layout();
+        let mask = mask.map(|m| {
+            m.broadcast(x.raw_dim())
+                .unwrap_or_else(|| panic!("scaled_masked_softmax: mask {:?} does not broadcast to {:?}", m.shape(), x.shape()))
+        });
+        let s = F::of(scale);
+        let mut y = ArrayD::<F>::zeros(x.raw_dim());
+        let row = |mut yr: ndarray::ArrayViewMut1<F>, xr: ndarray::ArrayView1<F>, mr: Option<ndarray::ArrayView1<bool>>| {
+            let keep = |j: usize| mr.as_ref().is_none_or(|m| !m[j]);
+            let mut mx = F::neg_infinity();
+            for j in 0..d {
+                if keep(j) {
+                    mx = mx.max(xr[j] * s);
+                }
+            }
+            if mx == F::neg_infinity() {
+                return;
+            }
+            let mut sum = F::zero();
+            for j in 0..d {
+                let e = if keep(j) { (xr[j] * s - mx).exp() } else { F::zero() };
+                yr[j] = e;
+                sum += e;
+            }
+            let inv = F::one() / sum;
+            yr.mapv_inplace(|e| e * inv);
+        };
+        match &mask {
+            Some(m) => Zip::from(y.rows_mut()).and(x.rows()).and(m.rows()).par_for_each(|yr, xr, mr| row(yr, xr, Some(mr))),
+            None => Zip::from(y.rows_mut()).and(x.rows()).par_for_each(|yr, xr| row(yr, xr, None)),
+        }
+        let yc = y.clone();
+        Tensor::from_op(y, &[self], move |g, _| {
+            // dx = scale * y * (g - sum(g * y)); masked entries have y = 0 and get no gradient.
+            let mut dx = ArrayD::<F>::zeros(g.raw_dim());
+            Zip::from(dx.rows_mut()).and(g.rows()).and(yc.rows()).par_for_each(|mut d, g, y| {
+                let dot: F = g.iter().zip(y.iter()).map(|(&g, &y)| g * y).sum();
+                Zip::from(&mut d).and(&g).and(&y).for_each(|d, &g, &y| *d = s * y * (g - dot));
+            });
+            vec![Some(dx)]
+        })
+    }
+}

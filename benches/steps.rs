@@ -1,0 +1,29 @@
+//! Whole training steps of the reference workloads (the same models, shapes and optimizers as the JAX
+//! anchors): LM tokens/s, CNN images/s, saliency images/s.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+use strata_benches::{CnnWorkload, LmWorkload};
+
+fn lm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lm_step");
+    g.sample_size(10);
+    let mut w = LmWorkload::new(16, 128);
+    g.throughput(Throughput::Elements(w.tokens_per_step() as u64));
+    g.bench_function("gpt_4x256_b16_t128_adamw_train", |b| b.iter(|| black_box(w.train_step())));
+    g.bench_function("gpt_4x256_b16_t128_forward", |b| b.iter(|| tensor::no_grad(|| black_box(w.loss().item()))));
+    g.finish();
+}
+
+fn cnn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cnn_step");
+    g.sample_size(10);
+    let mut w = CnnWorkload::new(128);
+    g.throughput(Throughput::Elements(w.batch() as u64));
+    g.bench_function("mnist_cnn_b128_sgd_train", |b| b.iter(|| black_box(w.train_step())));
+    g.bench_function("mnist_cnn_b128_input_gradient", |b| b.iter(|| black_box(w.saliency())));
+    g.finish();
+}
+
+criterion_group!(benches, lm, cnn);
+criterion_main!(benches);
