@@ -26,6 +26,13 @@ pub enum Error {
     BadValue { name: String, reason: String },
     #[error("linear algebra: {0}")]
     Linalg(String),
+    #[error("training diverged at step {step}: loss is {value}")]
+    Diverged { step: u64, value: f64 },
+}
+
+/// Stops training on a non-finite loss, naming the step (every Strata trainer calls this once per step).
+pub fn check_loss(step: u64, loss: f64) -> Result<f64> {
+    if loss.is_finite() { Ok(loss) } else { Err(Error::Diverged { step, value: loss }) }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

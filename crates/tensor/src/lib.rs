@@ -59,7 +59,7 @@ mod tensor;
 mod var;
 
 pub use checkpoint::{parse_safetensors, read_safetensors, write_atomic, write_safetensors, StoredTensor, StoredTensors};
-pub use error::{Error, Result};
+pub use error::{check_loss, Error, Result};
 pub use float::Float;
 pub use ndarray;
 pub use ops::{broadcast_shapes, loss::argmax_rows, Conv2dSpec, GeluApprox};

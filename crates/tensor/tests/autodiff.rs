@@ -72,3 +72,11 @@ fn grads_clip_by_global_norm() {
     assert!((before - 5.0).abs() < 1e-12);
     assert!((g.global_norm() - 1.0).abs() < 1e-9);
 }
+
+#[test]
+fn divergence_is_an_error_naming_the_step() {
+    assert_eq!(strata_tensor::check_loss(3, 0.5).unwrap(), 0.5);
+    let err = strata_tensor::check_loss(41, f64::NAN).unwrap_err();
+    assert!(err.to_string().contains("step 41"), "{err}");
+    assert!(strata_tensor::check_loss(2, f64::INFINITY).is_err());
+}
