@@ -121,6 +121,12 @@ impl CnnWorkload {
         loss.item()
     }
 
+    /// Freezes the weights: saliency needs only the input gradient (as JAX's `grad` with respect to `x`).
+    pub fn frozen(self) -> Self {
+        self.params.set_trainable("", false);
+        self
+    }
+
     /// Gradient of the sum of each image's label logit with respect to the images (a saliency batch).
     pub fn saliency(&self) -> ArrayD<f32> {
         let x = Tensor::leaf(self.images.clone());
@@ -154,7 +160,7 @@ mod tests {
 
     #[test]
     fn cnn_saliency_has_image_shape_and_signal() {
-        let w = CnnWorkload::new(4);
+        let w = CnnWorkload::new(4).frozen();
         let s = w.saliency();
         assert_eq!(s.shape(), [4, 1, 28, 28]);
         assert!(s.iter().any(|&v| v != 0.0) && s.iter().all(|v| v.is_finite()));

@@ -1,0 +1,23 @@
+//! # strata-icl
+//!
+//! Linear self-attention (LSA) transformers that learn linear regression in context, and the closed forms
+//! they are compared with (P1: arXiv 2410.21698, P3: arXiv 2410.08292).
+//!
+//! - [`task`]: seeded prompt samplers: fixed covariance (P3: `x ~ N(0, Sigma)`, `w* ~ N(0, Sigma^-1)`),
+//!   per-prompt random covariances with condition number up to `kappa` (P1), label noise, shifted test
+//!   distributions. A batch becomes the token matrix `Z` of shape `[batch, d+1, n+1]`, query last.
+//! - [`model`]: LSA layers `Z <- Z - (1/n) P Z M (Z^T Q Z)` in the restricted (`A`, `u`) and unrestricted
+//!   (`P`, `Q`) parameterizations, multilayer or looped, evaluated at any depth; prediction `-Z[d, n]`.
+//! - [`theory`] (f64, independent of the models): the L-step preconditioned gradient-descent predictor (by
+//!   iteration and in closed form), Chebyshev step sizes on `[1, kappa]` and Newton-Schulz iteration with
+//!   their error rates.
+//!
+//! Convention: a restricted layer whose `Q` block is `A` runs gradient descent preconditioned by `A^T`
+//! (identical for the symmetric `A` that training finds); see `model::tests` and `tests/tests.rs`.
+
+mod error;
+pub mod model;
+pub mod task;
+pub mod theory;
+
+pub use error::{IclError, Result};

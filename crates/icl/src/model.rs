@@ -1,0 +1,187 @@
+//! Linear self-attention models: `Z <- Z - (1/n) P Z M (Z^T Q Z)`, prediction `-Z[d, n]`.
+
+use serde::{Deserialize, Serialize};
+use tensor::ndarray::{ArrayD, IxDyn};
+use tensor::optim::{Adam, AdamConfig, Optimizer};
+use tensor::{check_loss, normal, Float, Params, Rng, Tensor, Var};
+
+use crate::error::{invalid, Result};
+use crate::task::{sample, TaskConfig};
+
+/// Which weights a layer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parameterization {
+    /// `Q = [[A, 0], [0, 0]]`, `P = [[0, 0], [u^T, 1]]`: trainable `A` (d x d) and `u` (d) (P3).
+    Restricted,
+    /// Full `(d+1) x (d+1)` `P` and `Q` (P1).
+    Unrestricted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub d: usize,
+    /// Layers used in training (a looped model can be run for any number of loops after).
+    pub depth: usize,
+    /// One set of weights applied `depth` times, instead of `depth` distinct layers.
+    pub looped: bool,
+    pub parameterization: Parameterization,
+    /// Standard deviation of the (small) initial weights.
+    pub init_std: f64,
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.d == 0 || self.depth == 0 {
+            return Err(invalid(format!("d = {} and depth = {} must be at least 1", self.d, self.depth)));
+        }
+        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
+            return Err(invalid(format!("init_std must be finite and >= 0, got {}", self.init_std)));
+        }
+        Ok(())
+    }
+}
+
+enum LayerVars<F: Float> {
+    Restricted { a: Var<F>, u: Var<F> },
+    Unrestricted { p: Var<F>, q: Var<F> },
+}
+
+/// A multilayer or looped LSA model whose weights live in `params` as `layers.<i>.{a,u}` or `layers.<i>.{p,q}`.
+pub struct LsaModel<F: Float = f32> {
+    pub config: ModelConfig,
+    pub params: Params<F>,
+    layers: Vec<LayerVars<F>>,
+}
+
+impl<F: Float> LsaModel<F> {
+    /// A model with small random weights (or the weights already in `params` under the same names).
+    pub fn new(config: &ModelConfig, params: &Params<F>, rng: &mut Rng) -> Result<Self> {
+        config.validate()?;
+        let d = config.d;
+        let std = config.init_std;
+        let count = if config.looped { 1 } else { config.depth };
+        let layers = (0..count)
+            .map(|i| {
+                let p = params.root().sub("layers").sub(i);
+                match config.parameterization {
+                    Parameterization::Restricted => LayerVars::Restricted {
+                        a: p.var("a", &[d, d], || normal(&[d, d], 0.0, std, rng)),
+                        u: p.var("u", &[d], || normal(&[d], 0.0, std, rng)),
+                    },
+                    Parameterization::Unrestricted => LayerVars::Unrestricted {
+                        p: p.var("p", &[d + 1, d + 1], || normal(&[d + 1, d + 1], 0.0, std, rng)),
+                        q: p.var("q", &[d + 1, d + 1], || normal(&[d + 1, d + 1], 0.0, std, rng)),
+                    },
+                }
+            })
+            .collect();
+        Ok(LsaModel { config: config.clone(), params: params.clone(), layers })
+    }
+
+    /// `(P, Q)` of the layer applied at step `l` (0-based).
+    pub fn layer_pq(&self, l: usize) -> (Tensor<F>, Tensor<F>) {
+        let d = self.config.d;
+        let layer = &self.layers[if self.config.looped { 0 } else { l }];
+        match layer {
+            LayerVars::Unrestricted { p, q } => (p.tensor(), q.tensor()),
+            LayerVars::Restricted { a, u } => {
+                let zeros = |r, c| Tensor::zeros(&[r, c]);
+                let q = Tensor::concat(&[&Tensor::concat(&[&a.tensor(), &zeros(d, 1)], 1), &zeros(1, d + 1)], 0);
+                let last = Tensor::concat(&[&u.tensor().reshape(&[1, d]), &Tensor::ones(&[1, 1])], 1);
+                let p = Tensor::concat(&[&zeros(d, d + 1), &last], 0);
+                (p, q)
+            }
+        }
+    }
+
+    /// How many layers can be evaluated: any number for a looped model, at most `depth` otherwise.
+    pub fn max_depth(&self) -> Option<usize> {
+        (!self.config.looped).then_some(self.config.depth)
+    }
+
+    /// Token matrices after each of the first `depth` layers (`z: [batch, d+1, n+1]`).
+    #[track_caller]
+    pub fn forward_all(&self, z: &Tensor<F>, depth: usize) -> Vec<Tensor<F>> {
+        assert!(self.max_depth().is_none_or(|m| depth <= m), "a multilayer model of depth {} run for {depth} layers", self.config.depth);
+        assert_eq!(z.shape()[1], self.config.d + 1, "tokens {:?} for d = {}", z.shape(), self.config.d);
+        let mut out = Vec::with_capacity(depth);
+        let mut z = z.clone();
+        for l in 0..depth {
+            let (p, q) = self.layer_pq(l);
+            z = lsa_layer(&z, &p, &q);
+            out.push(z.clone());
+        }
+        out
+    }
+
+    /// Query predictions `-Z_l[:, d, n]` after each of the first `depth` layers, each `[batch]`.
+    pub fn predictions(&self, z: &Tensor<F>, depth: usize) -> Vec<Tensor<F>> {
+        self.forward_all(z, depth).iter().map(|zl| read_out(zl)).collect()
+    }
+
+    /// The query prediction after `depth` layers, `[batch]`.
+    pub fn predict(&self, z: &Tensor<F>, depth: usize) -> Tensor<F> {
+        self.predictions(z, depth).pop().unwrap_or_else(|| Tensor::zeros(&[z.shape()[0]]))
+    }
+
+    /// `A` and `u` of a restricted layer (`None` for the unrestricted parameterization).
+    pub fn restricted_weights(&self, layer: usize) -> Option<(ArrayD<F>, ArrayD<F>)> {
+        match self.layers.get(layer)? {
+            LayerVars::Restricted { a, u } => Some((a.value(), u.value())),
+            LayerVars::Unrestricted { .. } => None,
+        }
+    }
+}
+
+/// One LSA layer: `Z - (1/n) P (Z M Z^T) Q Z`, which equals `Z - (1/n) P Z M (Z^T Q Z)` and costs
+/// `O((d+1)^2 (n+1))` per prompt instead of `O((d+1) (n+1)^2)`.
+pub fn lsa_layer<F: Float>(z: &Tensor<F>, p: &Tensor<F>, q: &Tensor<F>) -> Tensor<F> {
+    let n1 = z.shape()[2];
+    let n = (n1 - 1).max(1);
+    let mask = Tensor::new(ArrayD::from_shape_fn(IxDyn(&[1, 1, n1]), |ix| if ix[2] + 1 < n1 { F::one() } else { F::zero() }));
+    let zmzt = (z * &mask).matmul(&z.transpose(-2, -1));
+    let update = p.matmul(&zmzt).matmul(q).matmul(z);
+    z - &update.mul_scalar(F::of(1.0 / n as f64))
+}
+
+/// `-Z[:, d, n]`: the negated last entry of the query token.
+pub fn read_out<F: Float>(z: &Tensor<F>) -> Tensor<F> {
+    let (b, d1, n1) = (z.shape()[0], z.shape()[1], z.shape()[2]);
+    z.narrow(1, d1 - 1, 1).narrow(2, n1 - 1, 1).reshape(&[b]).neg()
+}
+
+/// Training settings: Adam with gradient clipping, fresh prompts every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Global gradient-norm clip (`None` for no clipping).
+    pub clip: Option<f64>,
+}
+
+/// Trains `model` on prompts from `task`; returns the loss per step. A non-finite loss is an error naming
+/// the step.
+pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig, rng: &mut Rng) -> Result<Vec<f64>> {
+    task.validate()?;
+    if task.d != model.config.d {
+        return Err(invalid(format!("task d = {} but model d = {}", task.d, model.config.d)));
+    }
+    if cfg.batch == 0 || !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return Err(invalid(format!("batch {} and lr {} must be positive", cfg.batch, cfg.lr)));
+    }
+    let mut opt = Adam::new(AdamConfig::adam(cfg.lr));
+    let mut losses = Vec::with_capacity(cfg.steps);
+    for step in 0..cfg.steps {
+        let prompts = sample(task, cfg.batch, rng)?;
+        let loss = model.predict(&prompts.tokens::<F>(), model.config.depth).mse(&prompts.targets::<F>());
+        losses.push(check_loss(step as u64, loss.item().to_f64_lossy())?);
+        let mut grads = loss.backward();
+        if let Some(c) = cfg.clip {
+            grads.clip_global_norm(c);
+        }
+        opt.step(&model.params, &grads);
+    }
+    Ok(losses)
+}

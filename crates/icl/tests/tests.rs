@@ -1,0 +1,178 @@
+//! strata-icl: closed forms against independent computations, the models against the closed forms,
+//! gradient checks, a short training run, and bad configs.
+
+use strata_icl::model::{train, LsaModel, ModelConfig, Parameterization, TrainConfig};
+use strata_icl::task::{haar_orthogonal, sample, Covariance, Shift, TaskConfig, WeightPrior};
+use strata_icl::theory::*;
+use tensor::ndarray::{Array1, Array2};
+use tensor::{no_grad, seeded, Params};
+
+fn random_matrix(d: usize, scale: f64, seed: u64) -> Array2<f64> {
+    tensor::normal::<f64>(&[d, d], 0.0, scale, &mut seeded(seed)).into_shape_with_order((d, d)).unwrap()
+}
+
+fn spd_with_spectrum(eigs: &[f64], seed: u64) -> Array2<f64> {
+    let u = haar_orthogonal(eigs.len(), &mut seeded(seed));
+    u.dot(&Array2::from_diag(&Array1::from(eigs.to_vec()))).dot(&u.t())
+}
+
+#[test]
+fn closed_form_equals_iteration() {
+    for (d, n, layers, seed) in [(3, 10, 1, 1), (5, 20, 4, 2), (6, 4, 3, 3), (4, 40, 8, 4)] {
+        let task = TaskConfig::isotropic(d, n);
+        let prompts = sample(&task, 3, &mut seeded(seed)).unwrap();
+        let preconds: Vec<Array2<f64>> = (0..layers).map(|l| random_matrix(d, 0.3, seed * 10 + l as u64)).collect();
+        for b in 0..3 {
+            let (x, y, xq) = prompts.prompt(b);
+            let it = gd_predict(&preconds, &x, &y, &xq);
+            let cf = gd_predict_closed_form(&preconds, &x, &y, &xq).unwrap();
+            assert!((it - cf).abs() < 1e-9 * it.abs().max(1.0), "d={d} n={n} L={layers}: {it} vs {cf}");
+        }
+    }
+}
+
+#[test]
+fn restricted_model_runs_preconditioned_gd_exactly() {
+    for (looped, depth) in [(true, 5), (false, 3)] {
+        let (d, n) = (4, 12);
+        let params = Params::<f64>::new();
+        let cfg = ModelConfig { d, depth, looped, parameterization: Parameterization::Restricted, init_std: 0.0 };
+        let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
+        // Random (non-symmetric) A per layer and u = 0.
+        let count = if looped { 1 } else { depth };
+        let mut a_mats = Vec::new();
+        for l in 0..count {
+            let a = random_matrix(d, 0.4, 50 + l as u64);
+            params.get(&format!("layers.{l}.a")).unwrap().set(a.clone().into_dyn());
+            a_mats.push(a);
+        }
+        let prompts = sample(&TaskConfig::isotropic(d, n), 4, &mut seeded(9)).unwrap();
+        let preds = no_grad(|| model.predictions(&prompts.tokens::<f64>(), depth));
+        for (l, pred) in preds.iter().enumerate() {
+            // The Q block A preconditions with A^T.
+            let preconds: Vec<Array2<f64>> = (0..=l).map(|i| a_mats[if looped { 0 } else { i }].t().to_owned()).collect();
+            for b in 0..4 {
+                let (x, y, xq) = prompts.prompt(b);
+                let want = gd_predict_closed_form(&preconds, &x, &y, &xq).unwrap();
+                let got = pred.value()[[b]];
+                assert!((got - want).abs() < 1e-10 * want.abs().max(1.0), "looped={looped} layer {l}: {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn layers_gradcheck() {
+    for par in [Parameterization::Restricted, Parameterization::Unrestricted] {
+        for looped in [true, false] {
+            let params = Params::<f64>::new();
+            let cfg = ModelConfig { d: 3, depth: 3, looped, parameterization: par, init_std: 0.3 };
+            let model = LsaModel::new(&cfg, &params, &mut seeded(1)).unwrap();
+            let prompts = sample(&TaskConfig::isotropic(3, 5), 2, &mut seeded(2)).unwrap();
+            let (z, t) = (prompts.tokens::<f64>(), prompts.targets::<f64>());
+            let (r, name) = tensor::gradcheck::check_params(&params, 1e-6, 50, || model.predict(&z, 3).mse(&t));
+            assert!(r.max_error < 1e-6, "{par:?} looped={looped}: {name} {r:?}");
+        }
+    }
+}
+
+#[test]
+fn chebyshev_rate_matches_direct_maximum() {
+    for kappa in [2.0, 10.0, 100.0] {
+        for l in [1, 2, 4, 8] {
+            let steps = chebyshev_step_sizes(kappa, l);
+            let direct = max_residual(&steps, kappa, 20_000);
+            let formula = chebyshev_rate(kappa, l);
+            assert!((direct - formula).abs() < 1e-6 * formula.max(1e-12) + 1e-12, "kappa {kappa} L {l}: {direct} vs {formula}");
+            // Never worse than L steps of the best constant step size 2/(1+kappa).
+            assert!(formula <= ((kappa - 1.0) / (kappa + 1.0)).powi(l as i32) + 1e-12);
+        }
+    }
+    // The rate in the familiar form 2 / (rho^L + rho^-L), rho = (sqrt k + 1)/(sqrt k - 1).
+    let (kappa, l) = (50.0f64, 6usize);
+    let rho = (kappa.sqrt() + 1.0) / (kappa.sqrt() - 1.0);
+    assert!((chebyshev_rate(kappa, l) - 2.0 / (rho.powi(l as i32) + rho.powi(-(l as i32)))).abs() < 1e-12);
+}
+
+#[test]
+fn newton_schulz_error_squares() {
+    let kappa = 30.0;
+    let s = spd_with_spectrum(&[1.0, 3.0, 7.5, 30.0], 4);
+    let iterates = newton_schulz(&s, 2.0 / (1.0 + kappa), 5);
+    for (k, x) in iterates.iter().enumerate() {
+        let err = symmetric_norm(&(Array2::<f64>::eye(4) - s.dot(x))).unwrap();
+        let want = newton_schulz_rate(kappa, k + 1);
+        assert!((err - want).abs() < 1e-9, "step {}: {err} vs {want}", k + 1);
+    }
+}
+
+#[test]
+fn samplers_are_seeded_and_follow_their_priors() {
+    let task = TaskConfig {
+        d: 3, n: 1,
+        covariance: Covariance::Fixed { eigenvalues: vec![0.5, 2.0, 8.0], basis_seed: 1 },
+        prior: WeightPrior::InverseCovariance, noise_std: 0.0, shift: Shift::None,
+    };
+    let a = sample(&task, 4, &mut seeded(3)).unwrap();
+    let b = sample(&task, 4, &mut seeded(3)).unwrap();
+    assert_eq!(a.x, b.x);
+    // With w* ~ N(0, Sigma^-1), E[y^2] = tr(Sigma Sigma^-1) = d, whatever Sigma.
+    let big = sample(&task, 20_000, &mut seeded(4)).unwrap();
+    let mean_sq = big.y.iter().map(|v| v * v).sum::<f64>() / big.y.len() as f64;
+    assert!((mean_sq - 3.0).abs() < 0.15, "E[y^2] = {mean_sq}");
+    // Token layout: features in the first d rows, labels in the last, query label hidden.
+    let z = a.tokens::<f64>();
+    assert_eq!(z.shape(), [4, 4, 2]);
+    assert_eq!(z.value()[[0, 3, 1]], 0.0);
+    assert_eq!(z.value()[[0, 3, 0]], a.y[[0, 0]]);
+    assert_eq!(z.value()[[0, 1, 1]], a.x[[0, 1, 1]]);
+}
+
+#[test]
+fn short_training_recovers_a_sigma_near_identity() {
+    let (d, n) = (3, 30);
+    let task = TaskConfig {
+        d, n,
+        covariance: Covariance::Fixed { eigenvalues: vec![0.5, 1.0, 2.0], basis_seed: 7 },
+        prior: WeightPrior::InverseCovariance, noise_std: 0.0, shift: Shift::None,
+    };
+    let params = Params::<f64>::new();
+    let cfg = ModelConfig { d, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
+    let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
+    let losses = train(&model, &task, &TrainConfig { steps: 400, batch: 64, lr: 0.02, clip: Some(10.0) }, &mut seeded(1)).unwrap();
+    let early: f64 = losses[..20].iter().sum::<f64>() / 20.0;
+    let late: f64 = losses[380..].iter().sum::<f64>() / 20.0;
+    assert!(late < 0.5 * early, "loss {early} -> {late}");
+    let (a, u) = model.restricted_weights(0).unwrap();
+    let a = a.into_shape_with_order((d, d)).unwrap();
+    let sigma = spd_with_spectrum(&[0.5, 1.0, 2.0], 7);
+    // The learned preconditioner is A^T; (A^T Sigma) should be close to I up to a factor (1 +- c) with c small at n = 30.
+    let m = a.t().dot(&sigma);
+    let sym = (&m + &m.t()) / 2.0;
+    let (eigs, _) = tensor::linalg::eigh(&sym).unwrap();
+    assert!(eigs.iter().all(|&e| (0.6..1.3).contains(&e)), "eigenvalues of A^T Sigma: {eigs}");
+    assert!(u.iter().map(|v| v * v).sum::<f64>().sqrt() < 0.1, "u should vanish: {u}");
+}
+
+#[test]
+fn bad_configs_are_errors() {
+    let bad_tasks = [
+        TaskConfig::isotropic(0, 5),
+        TaskConfig::isotropic(3, 0),
+        TaskConfig { covariance: Covariance::RandomCondition { kappa: 0.5 }, ..TaskConfig::isotropic(3, 5) },
+        TaskConfig { noise_std: f64::NAN, ..TaskConfig::isotropic(3, 5) },
+        TaskConfig { covariance: Covariance::Fixed { eigenvalues: vec![1.0, -1.0, 1.0], basis_seed: 0 }, ..TaskConfig::isotropic(3, 5) },
+        TaskConfig { shift: Shift::Scale { factor: f64::INFINITY }, ..TaskConfig::isotropic(3, 5) },
+    ];
+    for t in &bad_tasks {
+        assert!(sample(t, 2, &mut seeded(0)).is_err(), "{t:?} should be rejected");
+    }
+    let params = Params::<f32>::new();
+    let cfg = ModelConfig { d: 0, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
+    assert!(LsaModel::new(&cfg, &params, &mut seeded(0)).is_err());
+    let cfg = ModelConfig { d: 3, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
+    let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
+    let diverging = TrainConfig { steps: 50, batch: 8, lr: 1e6, clip: None };
+    let err = train(&model, &TaskConfig::isotropic(3, 5), &diverging, &mut seeded(0)).expect_err("lr 1e6 without clipping must diverge");
+    assert!(err.to_string().contains("diverged at step"), "{err}");
+}
