@@ -36,6 +36,14 @@ pub trait Float:
     /// The error function.
     fn erf(self) -> Self;
 
+    /// `e^x` for finite inputs, written to vectorise: for `f32` a branch-free range reduction and a degree-6
+    /// polynomial (relative error below 3e-7 over the whole range, saturating to ~1e-38 below -87 and
+    /// ~1.7e38 above 88); for `f64` it is `exp`. Used on hot paths whose inputs are finite.
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        self.exp()
+    }
+
     /// `C = alpha * A B + beta * C` for row/column-strided matrices; single-threaded
     /// (used inside parallel loops over batches, where a threaded BLAS would oversubscribe).
     ///
@@ -52,6 +60,19 @@ pub trait Float:
 
 impl Float for f32 {
     const DTYPE_NAME: &'static str = "F32";
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_145_75;
+        const LN2_LO: f32 = 1.428_606_8e-6;
+        let x = self.clamp(-87.0, 88.0);
+        // Round to nearest by adding and subtracting 1.5 * 2^23 (no `floor` call on baseline x86-64).
+        const SHIFTER: f32 = 12_582_912.0;
+        let k = (x * LOG2E + SHIFTER) - SHIFTER;
+        let r = x - k * LN2_HI - k * LN2_LO;
+        let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    }
     #[inline]
     fn of(x: f64) -> Self { x as f32 }
     #[inline]

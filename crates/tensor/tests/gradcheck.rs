@@ -340,3 +340,18 @@ fn conv2d_matches_direct_sum() {
         }
     }
 }
+
+#[test]
+fn fast_exp_is_accurate_for_f32() {
+    use strata_tensor::Float;
+    let mut worst = 0.0f64;
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        let want = (x as f64).exp();
+        let got = x.exp_fast() as f64;
+        worst = worst.max((got - want).abs() / want);
+        x += 0.0137;
+    }
+    assert!(worst < 3e-7, "worst relative error {worst}");
+    assert!(200.0f32.exp_fast().is_finite() && (-200.0f32).exp_fast() >= 0.0);
+}

@@ -31,7 +31,8 @@ fn binary<F: Float>(
     let (ac, bc) = (a.clone(), b.clone());
     Tensor::from_op(value, &[a, b], move |g, needs| {
         let (ga, gb) = backward(g, ac.value(), bc.value(), needs);
-        vec![ga.map(|x| sum_to_shape(&x, ac.shape())), gb.map(|x| sum_to_shape(&x, bc.shape()))]
+        let fit = |x: ArrayD<F>, shape: &[usize]| if x.shape() == shape { x } else { sum_to_shape(&x, shape) };
+        vec![ga.map(|x| fit(x, ac.shape())), gb.map(|x| fit(x, bc.shape()))]
     })
 }
 
@@ -49,14 +50,14 @@ impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn add(&self, other: &Tensor<F>) -> Tensor<F> {
         binary("add", self, other, |x, y| x + y, |g, _, _, n| {
-            (n[0].then(|| g.clone()), n[1].then(|| g.clone()))
+            (n[0].then(|| super::copy(g)), n[1].then(|| super::copy(g)))
         })
     }
 
     #[track_caller]
     pub fn sub(&self, other: &Tensor<F>) -> Tensor<F> {
         binary("sub", self, other, |x, y| x - y, |g, _, _, n| {
-            (n[0].then(|| g.clone()), n[1].then(|| map(g, |v| -v)))
+            (n[0].then(|| super::copy(g)), n[1].then(|| map(g, |v| -v)))
         })
     }
 
@@ -219,7 +220,7 @@ fn gelu_erf_grad<F: Float>(x: F) -> F {
 /// saturates correctly: `exp` overflowing to infinity gives 1).
 #[inline]
 fn fast_tanh<F: Float>(x: F) -> F {
-    let e = (x + x).exp();
+    let e = (x + x).exp_fast();
     F::one() - F::of(2.0) / (e + F::one())
 }
 

@@ -72,7 +72,7 @@ pub(crate) fn gemm_into<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayVi
 
 /// `a @ b` for 2-D arrays through BLAS (ndarray picks sgemm/dgemm for contiguous or transposed layouts).
 pub(crate) fn mm2<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayView2<F>) -> ndarray::Array2<F> {
-    let mut c = ndarray::Array2::<F>::zeros((a.nrows(), b.ncols()));
+    let mut c = super::zeros::<F>(&[a.nrows(), b.ncols()]).into_dimensionality::<Ix2>().expect("2-d");
     gemm_into(a, b, F::zero(), &mut c);
     c
 }
@@ -233,7 +233,7 @@ impl<F: Float> Tensor<F> {
         fn x2<F: Float>(x: &Tensor<F>, rows: usize, cols: usize) -> ndarray::ArrayView2<'_, F> {
             x.value().view().into_shape_with_order((rows, cols)).expect("standard layout")
         }
-        let mut y = ndarray::Array2::<F>::zeros((rows, out_f));
+        let mut y = super::zeros::<F>(&[rows, out_f]).into_dimensionality::<Ix2>().expect("2-d");
         if let Some(b) = bias {
             y.rows_mut().into_iter().for_each(|mut r| r.assign(&b.value().view().into_dimensionality::<ndarray::Ix1>().expect("1-d")));
             gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::one(), &mut y);
@@ -252,17 +252,30 @@ impl<F: Float> Tensor<F> {
         }
         let has_bias = bias.is_some();
         Tensor::from_op(v, &inputs, move |g, needs| {
-            let g2 = g.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, out_f])).expect("size");
-            let g2v = view2(&g2);
+            let g = g.as_standard_layout();
+            let g2v = g.view().into_shape_with_order((rows, out_f)).expect("standard layout");
             let gx = needs[0].then(|| {
                 mm2(g2v, view2(wc.value())).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
             });
             let gw = needs[1].then(|| mm2(g2v.t(), x2(x.as_ref().expect("kept for weight grad"), rows, in_f)).into_dyn());
             let mut out = vec![gx, gw];
             if has_bias {
-                out.push(needs[2].then(|| g2.sum_axis(ndarray::Axis(0))));
+                out.push(needs[2].then(|| column_sums(g2v)));
             }
             out
         })
     }
+}
+
+/// Sums of the columns of a row-major matrix: fixed row blocks summed in parallel, then in order (the
+/// result does not depend on the thread count).
+fn column_sums<F: Float>(m: ndarray::ArrayView2<F>) -> ArrayD<F> {
+    let cols = m.ncols();
+    let partial: Vec<ndarray::Array1<F>> =
+        m.axis_chunks_iter(ndarray::Axis(0), 256).into_par_iter().map(|block| block.sum_axis(ndarray::Axis(0))).collect();
+    let mut total = ndarray::Array1::<F>::zeros(cols);
+    for p in partial {
+        total += &p;
+    }
+    total.into_dyn()
 }

@@ -14,6 +14,7 @@ pub use conv::Conv2dSpec;
 pub use elementwise::GeluApprox;
 
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
+use rayon::prelude::*;
 
 use crate::Float;
 
@@ -45,7 +46,7 @@ pub(crate) fn broadcast_or_panic(op: &str, a: &[usize], b: &[usize]) -> Vec<usiz
 /// Sums a gradient of a broadcast result back to the shape of the input that was broadcast.
 pub(crate) fn sum_to_shape<F: Float>(g: &ArrayD<F>, shape: &[usize]) -> ArrayD<F> {
     if g.shape() == shape {
-        return g.clone();
+        return copy(g);
     }
     let mut out = g.clone();
     while out.ndim() > shape.len() {
@@ -59,17 +60,67 @@ pub(crate) fn sum_to_shape<F: Float>(g: &ArrayD<F>, shape: &[usize]) -> ArrayD<F
     out
 }
 
-/// Elementwise `f(x)`, parallel for large arrays (each element independent: deterministic).
-pub(crate) fn map<F: Float>(x: &ArrayD<F>, f: impl Fn(F) -> F + Sync + Send) -> ArrayD<F> {
-    if x.len() >= PAR_THRESHOLD {
-        Zip::from(x).par_map_collect(|&v| f(v))
+/// Chunk length of the slice kernels: large enough to amortise scheduling, small enough to balance.
+const CHUNK: usize = 1 << 14;
+
+/// Fills a fresh vector of length `n` with `f(chunk_start, chunk)` over fixed-size chunks, in parallel for
+/// large `n`. Every element is written before the length is set, so no zero-fill pass is needed.
+pub(crate) fn fill_vec<F: Float>(n: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<F>]) + Sync + Send) -> Vec<F> {
+    let mut out: Vec<F> = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n >= PAR_THRESHOLD {
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| f(i * CHUNK, c));
     } else {
-        x.mapv(f)
+        spare.chunks_mut(CHUNK).enumerate().for_each(|(i, c)| f(i * CHUNK, c));
+    }
+    // SAFETY: `f` writes every element of every chunk (all callers below do), and F is plain data.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// A zero array, filled in parallel (a serial memset of a large buffer would idle the other cores).
+pub(crate) fn zeros<F: Float>(shape: &[usize]) -> ArrayD<F> {
+    let n = shape.iter().product();
+    let v = fill_vec(n, |_, c| c.iter_mut().for_each(|o| {
+        o.write(F::zero());
+    }));
+    ArrayD::from_shape_vec(IxDyn(shape), v).expect("size")
+}
+
+/// A standard-layout copy, in parallel for large arrays.
+pub(crate) fn copy<F: Float>(x: &ArrayD<F>) -> ArrayD<F> {
+    map(x, |v| v)
+}
+
+/// Elementwise `f(x)`, parallel for large arrays (each element independent: deterministic). Contiguous
+/// inputs run as plain slice loops, which the compiler vectorises.
+pub(crate) fn map<F: Float>(x: &ArrayD<F>, f: impl Fn(F) -> F + Sync + Send) -> ArrayD<F> {
+    match x.as_slice() {
+        Some(xs) => {
+            let out = fill_vec(xs.len(), |start, o| {
+                let end = start + o.len();
+                o.iter_mut().zip(&xs[start..end]).for_each(|(o, &v)| {
+                    o.write(f(v));
+                })
+            });
+            ArrayD::from_shape_vec(x.raw_dim(), out).expect("same size")
+        }
+        None if x.len() >= PAR_THRESHOLD => Zip::from(x).par_map_collect(|&v| f(v)),
+        None => x.mapv(f),
     }
 }
 
-/// Elementwise `f(a, b)` of two same-shape arrays.
+/// Elementwise `f(a, b)` of two arrays (broadcast).
 pub(crate) fn zip_map<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F + Sync + Send) -> ArrayD<F> {
+    if let (true, Some(xs), Some(ys)) = (a.shape() == b.shape(), a.as_slice(), b.as_slice()) {
+        let out = fill_vec(xs.len(), |start, o| {
+            let end = start + o.len();
+            o.iter_mut().zip(xs[start..end].iter().zip(&ys[start..end])).for_each(|(o, (&x, &y))| {
+                o.write(f(x, y));
+            })
+        });
+        return ArrayD::from_shape_vec(a.raw_dim(), out).expect("same size");
+    }
     if a.shape() == b.shape() {
         if a.len() >= PAR_THRESHOLD {
             Zip::from(a).and(b).par_map_collect(|&x, &y| f(x, y))

@@ -227,7 +227,7 @@ impl<F: Float> Tensor<F> {
             }
             let mut sum = F::zero();
             for j in 0..d {
-                let e = if keep(j) { (xr[j] * s - mx).exp() } else { F::zero() };
+                let e = if keep(j) { (xr[j] * s - mx).exp_fast() } else { F::zero() };
                 yr[j] = e;
                 sum += e;
             }

@@ -20,10 +20,10 @@ impl<F: Float> Tensor<F> {
         if shape == self.shape() {
             return self.clone();
         }
-        let v = self.value().as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape)).expect("size");
+        let v = super::copy(self.value()).into_shape_with_order(IxDyn(&shape)).expect("size");
         let in_shape = self.shape().to_vec();
         Tensor::from_op(v, &[self], move |g, _| {
-            vec![Some(g.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&in_shape)).expect("size"))]
+            vec![Some(super::copy(g).into_shape_with_order(IxDyn(&in_shape)).expect("size"))]
         })
     }
 
