@@ -80,3 +80,14 @@ fn divergence_is_an_error_naming_the_step() {
     assert!(err.to_string().contains("step 41"), "{err}");
     assert!(strata_tensor::check_loss(2, f64::INFINITY).is_err());
 }
+
+#[test]
+fn outputs_are_row_major() {
+    // Large enough for the parallel paths.
+    let x = Tensor::<f32>::new(strata_tensor::normal(&[64, 32, 48], 0.0, 1.0, &mut strata_tensor::seeded(0)));
+    for y in [x.permute(&[2, 0, 1]), x.transpose(0, 2).exp(), x.permute(&[1, 2, 0]).reshape(&[32, usize::MAX]), x.t().sigmoid()] {
+        assert!(y.value().is_standard_layout(), "shape {:?}", y.shape());
+    }
+    let p = x.permute(&[2, 0, 1]);
+    assert_eq!(p.value()[[5, 7, 3]], x.value()[[7, 3, 5]]);
+}

@@ -87,9 +87,27 @@ pub(crate) fn zeros<F: Float>(shape: &[usize]) -> ArrayD<F> {
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("size")
 }
 
-/// A standard-layout copy, in parallel for large arrays.
+/// A standard-layout (row-major) copy of any array or view, in parallel for large arrays.
 pub(crate) fn copy<F: Float>(x: &ArrayD<F>) -> ArrayD<F> {
-    map(x, |v| v)
+    if x.as_slice().is_some() { map(x, |v| v) } else { standard_copy(x.view()) }
+}
+
+/// A row-major copy of a strided view. (`Zip::map_collect` would keep the input's memory order, which is
+/// not row-major for permuted views.)
+pub(crate) fn standard_copy<F: Float>(v: ndarray::ArrayViewD<'_, F>) -> ArrayD<F> {
+    let mut out = ArrayD::<F>::uninit(v.raw_dim());
+    let z = Zip::from(&mut out).and(&v);
+    if v.len() >= PAR_THRESHOLD {
+        z.par_for_each(|o, &x| {
+            o.write(x);
+        });
+    } else {
+        z.for_each(|o, &x| {
+            o.write(x);
+        });
+    }
+    // SAFETY: every element was written above.
+    unsafe { out.assume_init() }
 }
 
 /// Elementwise `f(x)`, parallel for large arrays (each element independent: deterministic). Contiguous
@@ -105,8 +123,7 @@ pub(crate) fn map<F: Float>(x: &ArrayD<F>, f: impl Fn(F) -> F + Sync + Send) -> 
             });
             ArrayD::from_shape_vec(x.raw_dim(), out).expect("same size")
         }
-        None if x.len() >= PAR_THRESHOLD => Zip::from(x).par_map_collect(|&v| f(v)),
-        None => x.mapv(f),
+        None => map(&standard_copy(x.view()), f),
     }
 }
 

@@ -54,12 +54,12 @@ impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn permute(&self, axes: &[usize]) -> Tensor<F> {
         assert_eq!(axes.len(), self.ndim(), "permute: {axes:?} for shape {:?}", self.shape());
-        let v = contiguous_copy(self.value().view().permuted_axes(IxDyn(axes)));
+        let v = super::standard_copy(self.value().view().permuted_axes(IxDyn(axes)));
         let mut inverse = vec![0; axes.len()];
         for (i, &a) in axes.iter().enumerate() {
             inverse[a] = i;
         }
-        Tensor::from_op(v, &[self], move |g, _| vec![Some(contiguous_copy(g.view().permuted_axes(IxDyn(&inverse))))])
+        Tensor::from_op(v, &[self], move |g, _| vec![Some(super::standard_copy(g.view().permuted_axes(IxDyn(&inverse))))])
     }
 
     /// Swaps two axes (negative counts from the end).
@@ -215,11 +215,3 @@ impl<F: Float> Tensor<F> {
     }
 }
 
-/// A standard-layout copy of a strided view, in parallel for large arrays.
-fn contiguous_copy<F: Float>(v: ndarray::ArrayViewD<'_, F>) -> ArrayD<F> {
-    if v.len() >= super::PAR_THRESHOLD {
-        Zip::from(&v).par_map_collect(|&x| x)
-    } else {
-        v.as_standard_layout().into_owned()
-    }
-}
