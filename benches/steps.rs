@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use strata_benches::{CnnWorkload, LmWorkload};
+use strata_benches::{CnnWorkload, IclWorkload, LmWorkload};
 
 fn lm(c: &mut Criterion) {
     let mut g = c.benchmark_group("lm_step");
@@ -26,5 +26,16 @@ fn cnn(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lm, cnn);
+fn icl(c: &mut Criterion) {
+    let mut g = c.benchmark_group("icl_step");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(1));
+    for (name, looped) in [("looped_d10_n40_l8_b256_adam", true), ("distinct_d10_n40_l8_b256_adam", false)] {
+        let mut w = IclWorkload::new(looped);
+        g.bench_function(name, |b| b.iter(|| black_box(w.train_step())));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lm, cnn, icl);
 criterion_main!(benches);

@@ -4,6 +4,12 @@ fn main() {
     let steps: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let t0 = std::time::Instant::now();
     match which.as_str() {
+        "icl" => {
+            let mut w = strata_benches::IclWorkload::new(true);
+            for _ in 0..steps {
+                w.train_step();
+            }
+        }
         "lm-fwd" => {
             let w = strata_benches::LmWorkload::new(16, 128);
             for _ in 0..steps {

@@ -142,6 +142,35 @@ impl CnnWorkload {
     }
 }
 
+/// W1: looped (or per-layer) linear self-attention for in-context regression, d = 10, n = 40, L = 8,
+/// batch 256, full `P`, `Q` initialised `N(0, 0.05^2)`, Adam lr 1e-3, one fixed batch with
+/// `x ~ N(0, I)`, `w ~ N(0, I)` (as `jax_icl.py`).
+pub struct IclWorkload {
+    pub model: icl::model::LsaModel<f32>,
+    pub opt: Adam<f32>,
+    pub tokens: Tensor<f32>,
+    pub targets: Tensor<f32>,
+}
+
+impl IclWorkload {
+    pub fn new(looped: bool) -> Self {
+        use icl::model::{LsaModel, ModelConfig, Parameterization};
+        use icl::task::{sample, Shift, TaskConfig, WeightPrior, Covariance};
+        let cfg = ModelConfig { d: 10, depth: 8, looped, parameterization: Parameterization::Unrestricted, init_std: 0.05 };
+        let model = LsaModel::new(&cfg, &Params::new(), &mut seeded(1)).expect("valid config");
+        let task = TaskConfig { d: 10, n: 40, covariance: Covariance::Identity, prior: WeightPrior::Isotropic, noise_std: 0.0, shift: Shift::None };
+        let prompts = sample(&task, 256, &mut seeded(0)).expect("valid task");
+        IclWorkload { model, opt: Adam::new(AdamConfig::adam(1e-3)), tokens: prompts.tokens(), targets: prompts.targets() }
+    }
+
+    pub fn train_step(&mut self) -> f32 {
+        let loss = self.model.predict(&self.tokens, 8).mse(&self.targets);
+        let grads = loss.backward();
+        self.opt.step(&self.model.params, &grads);
+        loss.item()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,3 +176,21 @@ fn bad_configs_are_errors() {
     let err = train(&model, &TaskConfig::isotropic(3, 5), &diverging, &mut seeded(0)).expect_err("lr 1e6 without clipping must diverge");
     assert!(err.to_string().contains("diverged at step"), "{err}");
 }
+
+#[test]
+fn fused_layer_matches_composition_and_gradients() {
+    use strata_icl::model::{lsa_layer, lsa_layer_fused};
+    let mut rng = seeded(11);
+    // 20 prompts: more than one parallel block of prompts.
+    let z = tensor::normal::<f64>(&[20, 4, 6], 0.0, 1.0, &mut rng);
+    let p = tensor::normal::<f64>(&[4, 4], 0.0, 0.5, &mut rng);
+    let q = tensor::normal::<f64>(&[4, 4], 0.0, 0.5, &mut rng);
+    let (zt, pt, qt) = (tensor::Tensor::new(z.clone()), tensor::Tensor::new(p.clone()), tensor::Tensor::new(q.clone()));
+    let fused = lsa_layer_fused(&zt, &pt, &qt);
+    let composed = lsa_layer(&zt, &pt, &qt);
+    for (a, b) in fused.value().iter().zip(composed.value().iter()) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+    let r = tensor::gradcheck::check(&[z, p, q], 1e-6, |t| lsa_layer_fused(&t[0], &t[1], &t[2]));
+    assert!(r.max_error < 1e-6, "{r:?}");
+}

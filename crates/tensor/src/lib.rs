@@ -62,6 +62,7 @@ pub use checkpoint::{parse_safetensors, read_safetensors, write_atomic, write_sa
 pub use error::{check_loss, Error, Result};
 pub use float::Float;
 pub use ndarray;
+pub use rayon;
 pub use ops::{broadcast_shapes, loss::argmax_rows, Conv2dSpec, GeluApprox};
 pub use optim::{OptimizerState, Schedule};
 pub use rng::{derived, fans, kaiming_normal, kaiming_uniform, normal, seeded, uniform, xavier_normal, xavier_uniform, Rng};

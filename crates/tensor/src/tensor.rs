@@ -172,6 +172,18 @@ impl<F: Float> Tensor<F> {
         Tensor(Arc::new(Inner { id: TensorId::fresh(), value, tracking }))
     }
 
+    /// Defines an op outside this crate (like `torch.autograd.Function`): `value` is the forward result and
+    /// `backward(grad_out, needs)` returns one gradient per input (same shape as that input, or `None`;
+    /// `needs[i]` says whether input `i` wants one). Nothing is recorded when no input is tracked or under
+    /// [`no_grad`]. Check a custom op with [`crate::gradcheck::check`].
+    pub fn custom_op(
+        value: ArrayD<F>,
+        inputs: &[&Tensor<F>],
+        backward: impl Fn(&ArrayD<F>, &[bool]) -> Vec<Option<ArrayD<F>>> + Send + Sync + 'static,
+    ) -> Self {
+        Self::from_op(value, inputs, backward)
+    }
+
     pub fn id(&self) -> TensorId {
         self.0.id
     }
