@@ -6,6 +6,8 @@ pub enum IclError {
     InvalidConfig(String),
     #[error(transparent)]
     Tensor(#[from] tensor::Error),
+    #[error(transparent)]
+    Report(#[from] report::Error),
 }
 
 pub type Result<T, E = IclError> = std::result::Result<T, E>;

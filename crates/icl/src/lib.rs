@@ -16,6 +16,7 @@
 //! (identical for the symmetric `A` that training finds); see `model::tests` and `tests/tests.rs`.
 
 mod error;
+pub mod experiments;
 pub mod model;
 pub mod task;
 pub mod theory;

@@ -159,6 +159,9 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Global gradient-norm clip (`None` for no clipping).
     pub clip: Option<f64>,
+    /// Loop curriculum for looped models: the depth grows linearly from 1 to the model's depth over the
+    /// first `curriculum` fraction of the steps (0 for none).
+    pub curriculum: f64,
 }
 
 /// Trains `model` on prompts from `task`; returns the loss per step. A non-finite loss is an error naming
@@ -175,7 +178,13 @@ pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig
     let mut losses = Vec::with_capacity(cfg.steps);
     for step in 0..cfg.steps {
         let prompts = sample(task, cfg.batch, rng)?;
-        let loss = model.predict(&prompts.tokens::<F>(), model.config.depth).mse(&prompts.targets::<F>());
+        let ramp = (cfg.curriculum * cfg.steps as f64).max(1.0);
+        let depth = if model.config.looped && cfg.curriculum > 0.0 {
+            (1 + (step as f64 / ramp * model.config.depth as f64) as usize).min(model.config.depth)
+        } else {
+            model.config.depth
+        };
+        let loss = model.predict(&prompts.tokens::<F>(), depth).mse(&prompts.targets::<F>());
         losses.push(check_loss(step as u64, loss.item().to_f64_lossy())?);
         let mut grads = loss.backward();
         if let Some(c) = cfg.clip {

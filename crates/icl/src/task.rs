@@ -15,8 +15,10 @@ pub enum Covariance {
     /// One fixed `Sigma` for every prompt (P3), given by its eigenvalues in a random but fixed basis
     /// drawn from `basis_seed`.
     Fixed { eigenvalues: Vec<f64>, basis_seed: u64 },
-    /// Per prompt: `Sigma = U diag(lambda) U^T`, `U` Haar, `lambda` log-uniform in `[1, kappa]` with both
-    /// endpoints pinned (P1).
+    /// Per prompt: `Sigma = U diag(lambda) U^T`, `U` Haar, `lambda` log-uniform in `[1/kappa, 1]` with both
+    /// endpoints pinned (P1: condition number exactly `kappa`). The spectrum is scaled so its top is 1
+    /// rather than its bottom: the condition number is what the theory depends on, and unit-scale inputs
+    /// keep the cubic LSA layers trainable at `kappa = 100`.
     RandomCondition { kappa: f64 },
 }
 
@@ -25,8 +27,8 @@ pub enum Covariance {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Shift {
     None,
-    /// Pushes the spectrum outside `[1, kappa]`: eigenvalues `lambda -> lambda^(1 + delta)` about 1 (the largest
-    /// becomes `kappa^(1+delta)`).
+    /// Pushes the spectrum outside the training range: eigenvalues `lambda -> lambda^(1 + delta)` (for the
+    /// `[1/kappa, 1]` spectra of [`Covariance::RandomCondition`] the smallest becomes `kappa^-(1+delta)`).
     Spectrum { delta: f64 },
     /// Scales every eigenvalue by `factor`.
     Scale { factor: f64 },
@@ -195,7 +197,10 @@ pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> 
         let (u, mut lambda) = match &cfg.covariance {
             Covariance::Identity => (Array2::eye(d), vec![1.0; d]),
             Covariance::Fixed { eigenvalues, .. } => (fixed_basis.clone().expect("built above"), eigenvalues.clone()),
-            Covariance::RandomCondition { kappa } => (haar_orthogonal(d, rng), log_uniform_spectrum(d, *kappa, rng)),
+            Covariance::RandomCondition { kappa } => {
+                let spectrum = log_uniform_spectrum(d, *kappa, rng).into_iter().map(|l| l / kappa).collect();
+                (haar_orthogonal(d, rng), spectrum)
+            }
         };
         apply_shift(&mut lambda, cfg.shift);
         // w in the eigenbasis: N(0, I) or N(0, diag(1/lambda)).

@@ -121,3 +121,40 @@ pub fn symmetric_norm(a: &Array2<f64>) -> Result<f64> {
     let (vals, _) = tensor::linalg::eigh(a)?;
     Ok(vals.iter().fold(0.0f64, |m, v| m.max(v.abs())))
 }
+
+/// The best single preconditioner for `steps` GD steps, found by direct minimisation (Adam, f64) of the
+/// closed-form loss on a fixed sample of `prompts` prompts. The GD iteration is written with tensor ops
+/// here, independently of the LSA model code.
+pub fn optimal_preconditioner(task: &TaskConfig, steps: usize, prompts: usize, iters: usize, rng: &mut tensor::Rng) -> Result<Array2<f64>> {
+    use tensor::optim::{Adam, AdamConfig, Optimizer};
+    use tensor::{Params, Tensor};
+    let batch = sample(task, prompts, rng)?;
+    let (d, n) = (task.d, task.n);
+    let x = Tensor::<f64>::new(batch.x.slice(tensor::ndarray::s![.., ..n, ..]).to_owned().into_dyn());
+    let xt = x.transpose(-2, -1);
+    let y = Tensor::<f64>::new(batch.y.slice(tensor::ndarray::s![.., ..n]).to_owned().into_shape_with_order((prompts, n, 1)).expect("size").into_dyn());
+    let xq = Tensor::<f64>::new(batch.x.slice(tensor::ndarray::s![.., n, ..]).to_owned().into_shape_with_order((prompts, 1, d)).expect("size").into_dyn());
+    let yq = Tensor::<f64>::new(batch.y.column(n).to_owned().into_shape_with_order((prompts, 1, 1)).expect("size").into_dyn());
+    let params = Params::<f64>::new();
+    // Start from the scaled identity that one GD step would use.
+    let a = params.insert("a", (Array2::<f64>::eye(d) * 0.5).into_dyn())?;
+    let mut opt = Adam::new(AdamConfig::adam(0.02));
+    let loss_of = |a: &Tensor<f64>| {
+        let mut w = Tensor::<f64>::zeros(&[prompts, d, 1]);
+        for _ in 0..steps {
+            let residual = &y - &x.matmul(&w);
+            w = &w + &a.matmul(&xt.matmul(&residual)).mul_scalar(1.0 / n as f64);
+        }
+        (&xq.matmul(&w) - &yq).square().mean_all()
+    };
+    for step in 0..iters {
+        let loss = loss_of(&a.tensor());
+        tensor::check_loss(step as u64, loss.item())?;
+        let grads = loss.backward();
+        opt.step(&params, &grads);
+        if step == iters * 3 / 4 {
+            opt.set_lr(0.004);
+        }
+    }
+    Ok(a.value().into_shape_with_order((d, d)).expect("d x d"))
+}

@@ -139,7 +139,7 @@ fn short_training_recovers_a_sigma_near_identity() {
     let params = Params::<f64>::new();
     let cfg = ModelConfig { d, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
     let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
-    let losses = train(&model, &task, &TrainConfig { steps: 400, batch: 64, lr: 0.02, clip: Some(10.0) }, &mut seeded(1)).unwrap();
+    let losses = train(&model, &task, &TrainConfig { steps: 400, batch: 64, lr: 0.02, clip: Some(10.0), curriculum: 0.0 }, &mut seeded(1)).unwrap();
     let early: f64 = losses[..20].iter().sum::<f64>() / 20.0;
     let late: f64 = losses[380..].iter().sum::<f64>() / 20.0;
     assert!(late < 0.5 * early, "loss {early} -> {late}");
@@ -172,7 +172,7 @@ fn bad_configs_are_errors() {
     assert!(LsaModel::new(&cfg, &params, &mut seeded(0)).is_err());
     let cfg = ModelConfig { d: 3, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
     let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
-    let diverging = TrainConfig { steps: 50, batch: 8, lr: 1e6, clip: None };
+    let diverging = TrainConfig { steps: 50, batch: 8, lr: 1e6, clip: None, curriculum: 0.0 };
     let err = train(&model, &TaskConfig::isotropic(3, 5), &diverging, &mut seeded(0)).expect_err("lr 1e6 without clipping must diverge");
     assert!(err.to_string().contains("diverged at step"), "{err}");
 }
@@ -193,4 +193,24 @@ fn fused_layer_matches_composition_and_gradients() {
     }
     let r = tensor::gradcheck::check(&[z, p, q], 1e-6, |t| lsa_layer_fused(&t[0], &t[1], &t[2]));
     assert!(r.max_error < 1e-6, "{r:?}");
+}
+
+#[test]
+fn reproductions_run_end_to_end_at_tiny_scale() {
+    use strata_icl::experiments::*;
+    let dir = std::env::temp_dir().join(format!("strata-icl-test-{}", std::process::id()));
+    let ctx = report::RunCtx::new("icl/tiny", 0, report::Scale::Quick, dir.clone());
+    let gd = LoopedGdConfig {
+        d_values: vec![2], n_values: vec![4, 8], depths: vec![1, 2], spectrum: (0.5, 2.0), steps: 30, batch: 16,
+        lr: 0.01, eval_prompts: 50, optimal_prompts: 50, optimal_iters: 20,
+    };
+    let r = looped_gd_with(&ctx, &gd).unwrap();
+    assert_eq!(r.claims.len(), 6);
+    assert!(r.claims.iter().all(|c| c.measured.is_finite()));
+    let p1 = P1Config { d: 2, n: 6, kappas: vec![1.0, 10.0], depths: vec![1, 2], steps: 20, batch: 16, lr: 0.01, eval_prompts: 50, reduction_target: 0.5, shifts: vec![0.0, 0.5] };
+    for run in [depth_vs_kappa_with, robustness_with, monotonicity_with] {
+        let r = run(&ctx, &p1).unwrap();
+        assert!(!r.claims.is_empty() && !r.figures.is_empty());
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

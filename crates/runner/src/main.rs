@@ -22,11 +22,17 @@ struct Experiment {
 }
 
 fn experiments() -> Vec<Experiment> {
-    vec![Experiment {
-        id: "tensor/foundations",
-        about: "gradient checks of every op family, XOR and a toy conv net learning, determinism across thread counts",
-        run: foundations::run,
-    }]
+    vec![
+        Experiment {
+            id: "tensor/foundations",
+            about: "gradient checks of every op family, XOR and a toy conv net learning, determinism across thread counts",
+            run: foundations::run,
+        },
+        Experiment { id: "icl/looped-gd", about: "P3: looped restricted LSA learns preconditioned GD (u -> 0, A Sigma -> I, closed form, optimal preconditioner)", run: |c| Ok(icl::experiments::looped_gd(c)?) },
+        Experiment { id: "icl/depth-vs-kappa", about: "P1: loss against depth for kappa in {1, 10, 100}, four LSA families, Chebyshev and Newton-Schulz rates", run: |c| Ok(icl::experiments::depth_vs_kappa(c)?) },
+        Experiment { id: "icl/robustness", about: "P1: error under spectrum shifts, multilayer against looped", run: |c| Ok(icl::experiments::robustness(c)?) },
+        Experiment { id: "icl/monotonicity", about: "P1: loss against evaluation depth (and loops beyond training depth)", run: |c| Ok(icl::experiments::monotonicity(c)?) },
+    ]
 }
 
 #[derive(Parser)]
