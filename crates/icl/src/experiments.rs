@@ -118,6 +118,7 @@ pub fn looped_gd_with(ctx: &RunCtx, cfg: &LoopedGdConfig) -> Result<Report> {
                 let mcfg = ModelConfig { d, depth, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
                 let tcfg = TrainConfig { steps: cfg.steps, batch: cfg.batch, lr: cfg.lr, clip: Some(1.0), curriculum: if depth >= 4 { 0.3 } else { 0.0 } };
                 let model = train_model(&mcfg, &task, &tcfg, ctx.seed + (d * 1000 + n * 10 + depth) as u64)?;
+                model.params.save(&ctx.out_dir()?.join(format!("weights_d{d}_n{n}_L{depth}.safetensors")), None)?;
                 let (a, uvec) = model.restricted_weights(0).expect("restricted");
                 let a = mat(a, d);
                 let precond = a.t().to_owned();
@@ -263,6 +264,11 @@ impl P1Config {
     }
 }
 
+/// `weights_<family>_kappa<k>_L<depth>.safetensors` (tensor names `layers.<i>.{a,u,p,q}`).
+fn weights_file(fam: &Family, kappa: f64, depth: usize) -> String {
+    format!("weights_{}_kappa{kappa}_L{depth}.safetensors", fam.name().replace(' ', "_"))
+}
+
 fn norm_factor(p: &Prompts) -> f64 {
     p.y.column(p.n).iter().map(|v| v * v).sum::<f64>() / p.batch() as f64
 }
@@ -290,6 +296,7 @@ pub fn depth_vs_kappa_with(ctx: &RunCtx, cfg: &P1Config) -> Result<Report> {
             let mut pts = Vec::new();
             for &depth in &cfg.depths {
                 let model = cfg.train(*fam, kappa, depth, ctx.seed + (ki * 100 + fi * 10 + depth) as u64 * 7, &mut retries)?;
+                model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
                 pts.push((depth as f64, eval_mse(&model, &eval, depth) / scale));
                 bar.inc(1);
             }
@@ -350,6 +357,7 @@ pub fn robustness_with(ctx: &RunCtx, cfg: &P1Config) -> Result<Report> {
         let mut chart = Chart::new(&format!("{}: error ratio under shift", fam.name()), "shift delta", "normalised loss(delta) / at 0").log_y();
         for &depth in &depths {
             let model = cfg.train(*fam, kappa, depth, ctx.seed + depth as u64 * 13 + fam.looped as u64, &mut retries)?;
+            model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
             // Normalised by each distribution's E[y^2]: shrinking eigenvalues also shrink the labels.
             let losses: Vec<f64> = evals.iter().map(|e| eval_mse(&model, e, depth) / norm_factor(e)).collect();
             let pts: Vec<(f64, f64)> = cfg.shifts.iter().zip(&losses).map(|(&s, &l)| (s, l / losses[0])).collect();
@@ -391,6 +399,7 @@ pub fn monotonicity_with(ctx: &RunCtx, cfg: &P1Config) -> Result<Report> {
     let mut unstable: Vec<String> = Vec::new();
     for (fi, fam) in FAMILIES.iter().enumerate() {
         let model = cfg.train(*fam, kappa, depth, ctx.seed + 900 + fi as u64, &mut retries)?;
+        model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
         let max_eval = if fam.looped { 2 * depth } else { depth };
         let pts: Vec<(f64, f64)> = model.predictions(&eval.tokens::<f64>(), max_eval).iter().enumerate()
             .map(|(l, p)| (l as f64 + 1.0, no_grad(|| p.mse(&eval.targets::<f64>()).item()) / scale))

@@ -206,6 +206,9 @@ fn reproductions_run_end_to_end_at_tiny_scale() {
     };
     let r = looped_gd_with(&ctx, &gd).unwrap();
     assert_eq!(r.claims.len(), 6);
+    // The learned weights are saved beside the report and load back by name.
+    let saved = tensor::read_safetensors(&dir.join("icl/tiny/weights_d2_n4_L1.safetensors")).unwrap();
+    assert!(saved.get("layers.0.a").is_some() && saved.get("layers.0.u").is_some());
     assert!(r.claims.iter().all(|c| c.measured.is_finite()));
     let p1 = P1Config { d: 2, n: 6, kappas: vec![1.0, 10.0], depths: vec![1, 2], steps: 20, batch: 16, lr: 0.01, eval_prompts: 50, reduction_target: 0.5, shifts: vec![0.0, 0.5] };
     for run in [depth_vs_kappa_with, robustness_with, monotonicity_with] {
