@@ -76,6 +76,20 @@ fn fig_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Figure { path: path.to_path_buf(), reason: e.to_string() }
 }
 
+/// A short tick label: plain decimals without float noise in [1e-3, 1e5), else scientific.
+pub fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if (1e-3..1e5).contains(&v.abs()) {
+        let s = format!("{v:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
 /// Draws `chart` as an 800x560 PNG. Non-finite points (and non-positive ones on a log axis) are skipped.
 pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
     ensure_font();
@@ -106,6 +120,8 @@ pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
             ctx.configure_mesh()
                 .x_desc(chart.x_label.as_str())
                 .y_desc(chart.y_label.as_str())
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
                 .label_style(("sans-serif", 14))
                 .draw()
                 .map_err(|e| fig_err(path, e))?;

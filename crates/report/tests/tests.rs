@@ -44,3 +44,13 @@ fn figures_are_pngs() {
     let empty = Chart::new("t", "x", "y").series(Series::line("a", vec![(f64::NAN, 1.0)]));
     assert!(line_chart(&dir.path().join("e.png"), &empty).is_err());
 }
+
+#[test]
+fn tick_labels_have_no_float_noise() {
+    use strata_report::figure::tick;
+    assert_eq!(tick(0.7000000000000001), "0.7");
+    assert_eq!(tick(2.0), "2");
+    assert_eq!(tick(0.0), "0");
+    assert_eq!(tick(1.5e-7), "1.5e-7");
+    assert_eq!(tick(250000.0), "2.5e5");
+}
