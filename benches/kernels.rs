@@ -1,10 +1,10 @@
 //! Kernel benchmarks: matmul (square and transformer shapes), batched matmul, softmax, layer norm,
 //! attention forward+backward, conv2d forward+backward. FLOP or element throughput, fixed seeds.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tensor::nn::{MultiHeadAttention, Module};
-use tensor::{no_grad, normal, seeded, Conv2dSpec, Params, Tensor};
+use tensor::nn::{Module, MultiHeadAttention};
+use tensor::{Conv2dSpec, Params, Tensor, no_grad, normal, seeded};
 
 fn t(shape: &[usize], seed: u64) -> Tensor<f32> {
     Tensor::new(normal(shape, 0.0, 1.0, &mut seeded(seed)))
@@ -20,13 +20,21 @@ fn matmul(c: &mut Criterion) {
     for n in [256usize, 512, 1024, 2048] {
         let (a, b) = (t(&[n, n], 1), t(&[n, n], 2));
         g.throughput(Throughput::Elements(2 * (n * n * n) as u64));
-        g.bench_with_input(BenchmarkId::new("square_f32", n), &n, |bench, _| bench.iter(|| no_grad(|| black_box(a.matmul(&b)))));
+        g.bench_with_input(BenchmarkId::new("square_f32", n), &n, |bench, _| {
+            bench.iter(|| no_grad(|| black_box(a.matmul(&b))))
+        });
     }
     // The reference LM's linear layers: [B*T, in] x [in, out]^T.
-    for (name, rows, i, o) in [("qkv_2048x256x768", 2048, 256, 768), ("fc_2048x256x1024", 2048, 256, 1024), ("proj_2048x1024x256", 2048, 1024, 256)] {
+    for (name, rows, i, o) in [
+        ("qkv_2048x256x768", 2048, 256, 768),
+        ("fc_2048x256x1024", 2048, 256, 1024),
+        ("proj_2048x1024x256", 2048, 1024, 256),
+    ] {
         let (x, w) = (t(&[rows, i], 3), t(&[o, i], 4));
         g.throughput(Throughput::Elements(2 * (rows * i * o) as u64));
-        g.bench_function(BenchmarkId::new("linear", name), |bench| bench.iter(|| no_grad(|| black_box(x.linear(&w, None)))));
+        g.bench_function(BenchmarkId::new("linear", name), |bench| {
+            bench.iter(|| no_grad(|| black_box(x.linear(&w, None))))
+        });
     }
     // Attention scores: [B, H, T, Dh] x [B, H, Dh, T].
     let (q, k) = (t(&[16, 4, 128, 64], 5), t(&[16, 4, 64, 128], 6));
@@ -43,8 +51,12 @@ fn rows_ops(c: &mut Criterion) {
     g.bench_function("softmax_8192x128", |bench| bench.iter(|| no_grad(|| black_box(x.softmax(-1)))));
     let (h, w, b) = (leaf(&[2048, 256], 8), leaf(&[256], 9), leaf(&[256], 10));
     g.throughput(Throughput::Elements(h.len() as u64));
-    g.bench_function("layer_norm_2048x256_fwd", |bench| bench.iter(|| no_grad(|| black_box(h.layer_norm(&w, &b, 1e-5)))));
-    g.bench_function("layer_norm_2048x256_fwd_bwd", |bench| bench.iter(|| black_box(h.layer_norm(&w, &b, 1e-5).sum_all().backward())));
+    g.bench_function("layer_norm_2048x256_fwd", |bench| {
+        bench.iter(|| no_grad(|| black_box(h.layer_norm(&w, &b, 1e-5))))
+    });
+    g.bench_function("layer_norm_2048x256_fwd_bwd", |bench| {
+        bench.iter(|| black_box(h.layer_norm(&w, &b, 1e-5).sum_all().backward()))
+    });
     g.finish();
 }
 
@@ -56,7 +68,9 @@ fn attention(c: &mut Criterion) {
     let x = leaf(&[16, 128, 256], 11);
     g.throughput(Throughput::Elements(16 * 128));
     g.bench_function("causal_b16_t128_d256_fwd", |bench| bench.iter(|| no_grad(|| black_box(attn.forward(&x)))));
-    g.bench_function("causal_b16_t128_d256_fwd_bwd", |bench| bench.iter(|| black_box(attn.forward(&x).sum_all().backward())));
+    g.bench_function("causal_b16_t128_d256_fwd_bwd", |bench| {
+        bench.iter(|| black_box(attn.forward(&x).sum_all().backward()))
+    });
     g.finish();
 }
 
@@ -69,8 +83,12 @@ fn conv(c: &mut Criterion) {
         let w = leaf(&[co, ci, 3, 3], 13);
         let o = hw - 2;
         g.throughput(Throughput::Elements(2 * (n * o * o * co * ci * 9) as u64));
-        g.bench_function(BenchmarkId::new("fwd", name), |bench| bench.iter(|| no_grad(|| black_box(x.conv2d(&w, None, spec)))));
-        g.bench_function(BenchmarkId::new("fwd_bwd", name), |bench| bench.iter(|| black_box(x.conv2d(&w, None, spec).sum_all().backward())));
+        g.bench_function(BenchmarkId::new("fwd", name), |bench| {
+            bench.iter(|| no_grad(|| black_box(x.conv2d(&w, None, spec))))
+        });
+        g.bench_function(BenchmarkId::new("fwd_bwd", name), |bench| {
+            bench.iter(|| black_box(x.conv2d(&w, None, spec).sum_all().backward()))
+        });
     }
     g.finish();
 }

@@ -1,7 +1,7 @@
 //! Whole training steps of the reference workloads (the same models, shapes and optimizers as the JAX
 //! anchors): LM tokens/s, CNN images/s, saliency images/s.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use strata_benches::{CnnWorkload, IclWorkload, LmWorkload};
 

@@ -2,9 +2,11 @@
 //! strata-tensor's layers with the anchors' exact shapes and optimizers.
 
 use tensor::ndarray::{ArrayD, IxDyn};
-use tensor::nn::{Activation, BlockConfig, Conv2d, Embedding, LayerNorm, Linear, Module, NormPlacement, TransformerBlock};
+use tensor::nn::{
+    Activation, BlockConfig, Conv2d, Embedding, LayerNorm, Linear, Module, NormPlacement, TransformerBlock,
+};
 use tensor::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
-use tensor::{seeded, Conv2dSpec, Params, Rng, Tensor};
+use tensor::{Conv2dSpec, Params, Rng, Tensor, seeded};
 
 /// W2: GPT-style decoder, pre-LN, 4 layers, d_model 256, 4 heads, MLP 1024 (GELU, tanh form), learned
 /// positions, vocab 256, untied head without bias.
@@ -31,8 +33,15 @@ impl LmWorkload {
         let root = params.root();
         let d = 256;
         let cfg = BlockConfig {
-            d_model: d, n_heads: 4, d_ff: 1024, causal: true, norm: NormPlacement::PreLn,
-            activation: Activation::GeluTanh, dropout: 0.0, ln_eps: 1e-5, init_std: 0.02,
+            d_model: d,
+            n_heads: 4,
+            d_ff: 1024,
+            causal: true,
+            norm: NormPlacement::PreLn,
+            activation: Activation::GeluTanh,
+            dropout: 0.0,
+            ln_eps: 1e-5,
+            init_std: 0.02,
         };
         let tok = Embedding::new(&root.sub("tok"), Self::VOCAB, d, 0.02, &mut rng);
         let pos = Embedding::new(&root.sub("pos"), seq, d, 0.02, &mut rng);
@@ -47,7 +56,19 @@ impl LmWorkload {
             inputs.extend_from_slice(&row[..seq]);
             targets.extend_from_slice(&row[1..]);
         }
-        LmWorkload { params, tok, pos, blocks, lnf, head, opt: Adam::new(AdamConfig::adamw(3e-4, 0.1)), inputs, targets, batch, seq }
+        LmWorkload {
+            params,
+            tok,
+            pos,
+            blocks,
+            lnf,
+            head,
+            opt: Adam::new(AdamConfig::adamw(3e-4, 0.1)),
+            inputs,
+            targets,
+            batch,
+            seq,
+        }
     }
 
     pub fn logits(&self) -> Tensor<f32> {
@@ -78,7 +99,10 @@ impl LmWorkload {
 }
 
 fn random_tokens(n: usize, rng: &mut Rng) -> Vec<usize> {
-    tensor::uniform::<f64>(&[n], 0.0, LmWorkload::VOCAB as f64, rng).iter().map(|&u| (u as usize).min(LmWorkload::VOCAB - 1)).collect()
+    tensor::uniform::<f64>(&[n], 0.0, LmWorkload::VOCAB as f64, rng)
+        .iter()
+        .map(|&u| (u as usize).min(LmWorkload::VOCAB - 1))
+        .collect()
 }
 
 /// W3: conv3x3(32)-relu-conv3x3(64)-relu-maxpool2-dense(128)-relu-dense(10) on 28x28x1, SGD lr 0.01.
@@ -105,8 +129,18 @@ impl CnnWorkload {
         let d2 = Linear::new(&root.sub("d2"), 128, 10, true, &mut rng);
         let mut data_rng = seeded(1);
         let images = tensor::uniform(&[batch, 1, 28, 28], 0.0, 1.0, &mut data_rng);
-        let labels = tensor::uniform::<f64>(&[batch], 0.0, 10.0, &mut data_rng).iter().map(|&u| (u as usize).min(9)).collect();
-        CnnWorkload { params, c1, c2, d1, d2, opt: Sgd::new(SgdConfig { lr: 0.01, ..Default::default() }), images, labels }
+        let labels =
+            tensor::uniform::<f64>(&[batch], 0.0, 10.0, &mut data_rng).iter().map(|&u| (u as usize).min(9)).collect();
+        CnnWorkload {
+            params,
+            c1,
+            c2,
+            d1,
+            d2,
+            opt: Sgd::new(SgdConfig { lr: 0.01, ..Default::default() }),
+            images,
+            labels,
+        }
     }
 
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
@@ -155,12 +189,25 @@ pub struct IclWorkload {
 impl IclWorkload {
     pub fn new(looped: bool) -> Self {
         use icl::model::{LsaModel, ModelConfig, Parameterization};
-        use icl::task::{sample, Shift, TaskConfig, WeightPrior, Covariance};
-        let cfg = ModelConfig { d: 10, depth: 8, looped, parameterization: Parameterization::Unrestricted, init_std: 0.05 };
+        use icl::task::{Covariance, Shift, TaskConfig, WeightPrior, sample};
+        let cfg =
+            ModelConfig { d: 10, depth: 8, looped, parameterization: Parameterization::Unrestricted, init_std: 0.05 };
         let model = LsaModel::new(&cfg, &Params::new(), &mut seeded(1)).expect("valid config");
-        let task = TaskConfig { d: 10, n: 40, covariance: Covariance::Identity, prior: WeightPrior::Isotropic, noise_std: 0.0, shift: Shift::None };
+        let task = TaskConfig {
+            d: 10,
+            n: 40,
+            covariance: Covariance::Identity,
+            prior: WeightPrior::Isotropic,
+            noise_std: 0.0,
+            shift: Shift::None,
+        };
         let prompts = sample(&task, 256, &mut seeded(0)).expect("valid task");
-        IclWorkload { model, opt: Adam::new(AdamConfig::adam(1e-3)), tokens: prompts.tokens(), targets: prompts.targets() }
+        IclWorkload {
+            model,
+            opt: Adam::new(AdamConfig::adam(1e-3)),
+            tokens: prompts.tokens(),
+            targets: prompts.targets(),
+        }
     }
 
     pub fn train_step(&mut self) -> f32 {

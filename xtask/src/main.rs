@@ -20,7 +20,10 @@ fn main() -> ExitCode {
         Some("bench-anchors") => anchors(),
         Some("setup") => ensure_openblas(),
         _ => {
-            eprintln!("usage: cargo xtask <reproduce|test|bench|bench-anchors|setup> [args]\n\n{}", include_str!("usage.txt"));
+            eprintln!(
+                "usage: cargo xtask <reproduce|test|bench|bench-anchors|setup> [args]\n\n{}",
+                include_str!("usage.txt")
+            );
             Err("no task given".into())
         }
     };
@@ -138,7 +141,8 @@ fn anchors() -> Result {
         return Err(format!("no anchor scripts in {} (set STRATA_ANCHORS)", dir.display()));
     }
     let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let has = |m: &str| Command::new(&py).args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success());
+    let has =
+        |m: &str| Command::new(&py).args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success());
     if !has("jax") || !has("optax") || !has("scipy") {
         eprintln!("installing the anchors' Python packages (numpy scipy threadpoolctl jax optax)");
         run({

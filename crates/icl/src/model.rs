@@ -3,10 +3,10 @@
 use serde::{Deserialize, Serialize};
 use tensor::ndarray::{ArrayD, IxDyn};
 use tensor::optim::{Adam, AdamConfig, Optimizer};
-use tensor::{check_loss, normal, Float, Params, Rng, Tensor, Var};
+use tensor::{Float, Params, Rng, Tensor, Var, check_loss, normal};
 
-use crate::error::{invalid, Result};
-use crate::task::{sample, TaskConfig};
+use crate::error::{Result, invalid};
+use crate::task::{TaskConfig, sample};
 
 /// Which weights a layer has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +103,11 @@ impl<F: Float> LsaModel<F> {
     /// Token matrices after each of the first `depth` layers (`z: [batch, d+1, n+1]`).
     #[track_caller]
     pub fn forward_all(&self, z: &Tensor<F>, depth: usize) -> Vec<Tensor<F>> {
-        assert!(self.max_depth().is_none_or(|m| depth <= m), "a multilayer model of depth {} run for {depth} layers", self.config.depth);
+        assert!(
+            self.max_depth().is_none_or(|m| depth <= m),
+            "a multilayer model of depth {} run for {depth} layers",
+            self.config.depth
+        );
         assert_eq!(z.shape()[1], self.config.d + 1, "tokens {:?} for d = {}", z.shape(), self.config.d);
         let mut out = Vec::with_capacity(depth);
         let mut z = z.clone();
@@ -139,7 +143,8 @@ impl<F: Float> LsaModel<F> {
 pub fn lsa_layer<F: Float>(z: &Tensor<F>, p: &Tensor<F>, q: &Tensor<F>) -> Tensor<F> {
     let n1 = z.shape()[2];
     let n = (n1 - 1).max(1);
-    let mask = Tensor::new(ArrayD::from_shape_fn(IxDyn(&[1, 1, n1]), |ix| if ix[2] + 1 < n1 { F::one() } else { F::zero() }));
+    let mask =
+        Tensor::new(ArrayD::from_shape_fn(IxDyn(&[1, 1, n1]), |ix| if ix[2] + 1 < n1 { F::one() } else { F::zero() }));
     let zmzt = (z * &mask).matmul(&z.transpose(-2, -1));
     let update = p.matmul(&zmzt).matmul(q).matmul(z);
     z - &update.mul_scalar(F::of(1.0 / n as f64))
@@ -204,7 +209,12 @@ pub fn lsa_layer_fused<F: Float>(z: &Tensor<F>, p: &Tensor<F>, q: &Tensor<F>) ->
     use tensor::rayon::prelude::*;
     assert_eq!(z.ndim(), 3, "lsa_layer_fused: tokens {:?} must be [batch, d+1, n+1]", z.shape());
     let (b, d1, n1) = (z.shape()[0], z.shape()[1], z.shape()[2]);
-    assert!(p.shape() == [d1, d1] && q.shape() == [d1, d1], "lsa_layer_fused: P {:?}, Q {:?} for d+1 = {d1}", p.shape(), q.shape());
+    assert!(
+        p.shape() == [d1, d1] && q.shape() == [d1, d1],
+        "lsa_layer_fused: P {:?}, Q {:?} for d+1 = {d1}",
+        p.shape(),
+        q.shape()
+    );
     let inv_n = F::of(1.0 / (n1 - 1).max(1) as f64);
     let zv = z.value().as_standard_layout().into_owned();
     let (pv, qv) = (p.value().as_standard_layout().into_owned(), q.value().as_standard_layout().into_owned());
@@ -325,8 +335,17 @@ fn lsa_h<F: Float>(zb: &[F], p: &[F], q: &[F], d1: usize, n1: usize) -> Vec<F> {
 /// Backward of one prompt: adds into `dz` (this prompt's slot), `dp` and `dq`.
 #[allow(clippy::too_many_arguments)]
 fn lsa_backward<F: Float>(
-    zb: &[F], gb: &[F], p: &[F], q: &[F], transposes: (&[F], &[F]), d1: usize, n1: usize, inv_n: F,
-    dz: &mut [F], dp: &mut [F], dq: &mut [F],
+    zb: &[F],
+    gb: &[F],
+    p: &[F],
+    q: &[F],
+    transposes: (&[F], &[F]),
+    d1: usize,
+    n1: usize,
+    inv_n: F,
+    dz: &mut [F],
+    dp: &mut [F],
+    dq: &mut [F],
 ) {
     let g = lsa_g(zb, d1, n1);
     let pg = small_mm(p, &g, d1);

@@ -1,10 +1,10 @@
 //! Prompt samplers for in-context linear regression.
 
 use serde::{Deserialize, Serialize};
-use tensor::ndarray::{s, Array1, Array2, Array3, ArrayD, IxDyn};
+use tensor::ndarray::{Array1, Array2, Array3, ArrayD, IxDyn, s};
 use tensor::{Float, Rng, Tensor};
 
-use crate::error::{invalid, Result};
+use crate::error::{Result, invalid};
 
 /// How each prompt's input covariance is drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,9 +29,13 @@ pub enum Shift {
     None,
     /// Pushes the spectrum outside the training range: eigenvalues `lambda -> lambda^(1 + delta)` (for the
     /// `[1/kappa, 1]` spectra of [`Covariance::RandomCondition`] the smallest becomes `kappa^-(1+delta)`).
-    Spectrum { delta: f64 },
+    Spectrum {
+        delta: f64,
+    },
     /// Scales every eigenvalue by `factor`.
-    Scale { factor: f64 },
+    Scale {
+        factor: f64,
+    },
 }
 
 /// Where the regression weights come from.
@@ -60,7 +64,14 @@ pub struct TaskConfig {
 impl TaskConfig {
     /// P3's setting: isotropic inputs, `w* ~ N(0, I)`, no noise.
     pub fn isotropic(d: usize, n: usize) -> Self {
-        TaskConfig { d, n, covariance: Covariance::Identity, prior: WeightPrior::InverseCovariance, noise_std: 0.0, shift: Shift::None }
+        TaskConfig {
+            d,
+            n,
+            covariance: Covariance::Identity,
+            prior: WeightPrior::InverseCovariance,
+            noise_std: 0.0,
+            shift: Shift::None,
+        }
     }
 
     /// Checks sizes and values; every sampler calls this first.
@@ -116,7 +127,13 @@ impl Prompts {
         let (b, n1, d) = self.x.dim();
         let z = ArrayD::from_shape_fn(IxDyn(&[b, d + 1, n1]), |ix| {
             let (bi, r, c) = (ix[0], ix[1], ix[2]);
-            let v = if r < d { self.x[[bi, c, r]] } else if c + 1 < n1 { self.y[[bi, c]] } else { 0.0 };
+            let v = if r < d {
+                self.x[[bi, c, r]]
+            } else if c + 1 < n1 {
+                self.y[[bi, c]]
+            } else {
+                0.0
+            };
             F::of(v)
         });
         Tensor::new(z)

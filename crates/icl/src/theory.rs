@@ -5,8 +5,8 @@
 use tensor::linalg::pinv;
 use tensor::ndarray::{Array1, Array2};
 
-use crate::error::{invalid, Result};
-use crate::task::{sample, TaskConfig};
+use crate::error::{Result, invalid};
+use crate::task::{TaskConfig, sample};
 
 /// Weights after one preconditioned GD step per entry of `preconds` from `w = 0`:
 /// `w <- w + (1/n) A_l X^T (y - X w)` (a looped model repeats one `A`).
@@ -27,7 +27,12 @@ pub fn gd_predict(preconds: &[Array2<f64>], x: &Array2<f64>, y: &Array1<f64>, xq
 
 /// The same prediction in closed form: `x_q^T [I - prod_l (I - A_l S)] S^+ X^T y / n` with `S = X^T X / n`
 /// (pseudo-inverse: exact also when `n < d`, because `X^T y` lies in the range of `S`).
-pub fn gd_predict_closed_form(preconds: &[Array2<f64>], x: &Array2<f64>, y: &Array1<f64>, xq: &Array1<f64>) -> Result<f64> {
+pub fn gd_predict_closed_form(
+    preconds: &[Array2<f64>],
+    x: &Array2<f64>,
+    y: &Array1<f64>,
+    xq: &Array1<f64>,
+) -> Result<f64> {
     let (n, d) = x.dim();
     let s = x.t().dot(x) / n as f64;
     let mut product = Array2::<f64>::eye(d);
@@ -41,7 +46,12 @@ pub fn gd_predict_closed_form(preconds: &[Array2<f64>], x: &Array2<f64>, y: &Arr
 }
 
 /// Population loss `E[(prediction - y_q)^2]` of the GD predictor, estimated on `prompts` fresh prompts.
-pub fn population_loss(preconds: &[Array2<f64>], task: &TaskConfig, prompts: usize, rng: &mut tensor::Rng) -> Result<f64> {
+pub fn population_loss(
+    preconds: &[Array2<f64>],
+    task: &TaskConfig,
+    prompts: usize,
+    rng: &mut tensor::Rng,
+) -> Result<f64> {
     if prompts == 0 {
         return Err(invalid("population_loss needs at least one prompt"));
     }
@@ -125,16 +135,40 @@ pub fn symmetric_norm(a: &Array2<f64>) -> Result<f64> {
 /// The best single preconditioner for `steps` GD steps, found by direct minimisation (Adam, f64) of the
 /// closed-form loss on a fixed sample of `prompts` prompts. The GD iteration is written with tensor ops
 /// here, independently of the LSA model code.
-pub fn optimal_preconditioner(task: &TaskConfig, steps: usize, prompts: usize, iters: usize, rng: &mut tensor::Rng) -> Result<Array2<f64>> {
+pub fn optimal_preconditioner(
+    task: &TaskConfig,
+    steps: usize,
+    prompts: usize,
+    iters: usize,
+    rng: &mut tensor::Rng,
+) -> Result<Array2<f64>> {
     use tensor::optim::{Adam, AdamConfig, Optimizer};
     use tensor::{Params, Tensor};
     let batch = sample(task, prompts, rng)?;
     let (d, n) = (task.d, task.n);
     let x = Tensor::<f64>::new(batch.x.slice(tensor::ndarray::s![.., ..n, ..]).to_owned().into_dyn());
     let xt = x.transpose(-2, -1);
-    let y = Tensor::<f64>::new(batch.y.slice(tensor::ndarray::s![.., ..n]).to_owned().into_shape_with_order((prompts, n, 1)).expect("size").into_dyn());
-    let xq = Tensor::<f64>::new(batch.x.slice(tensor::ndarray::s![.., n, ..]).to_owned().into_shape_with_order((prompts, 1, d)).expect("size").into_dyn());
-    let yq = Tensor::<f64>::new(batch.y.column(n).to_owned().into_shape_with_order((prompts, 1, 1)).expect("size").into_dyn());
+    let y = Tensor::<f64>::new(
+        batch
+            .y
+            .slice(tensor::ndarray::s![.., ..n])
+            .to_owned()
+            .into_shape_with_order((prompts, n, 1))
+            .expect("size")
+            .into_dyn(),
+    );
+    let xq = Tensor::<f64>::new(
+        batch
+            .x
+            .slice(tensor::ndarray::s![.., n, ..])
+            .to_owned()
+            .into_shape_with_order((prompts, 1, d))
+            .expect("size")
+            .into_dyn(),
+    );
+    let yq = Tensor::<f64>::new(
+        batch.y.column(n).to_owned().into_shape_with_order((prompts, 1, 1)).expect("size").into_dyn(),
+    );
     let params = Params::<f64>::new();
     // Start from the scaled identity that one GD step would use.
     let a = params.insert("a", (Array2::<f64>::eye(d) * 0.5).into_dyn())?;

@@ -1,11 +1,11 @@
 //! strata-icl: closed forms against independent computations, the models against the closed forms,
 //! gradient checks, a short training run, and bad configs.
 
-use strata_icl::model::{train, LsaModel, ModelConfig, Parameterization, TrainConfig};
-use strata_icl::task::{haar_orthogonal, sample, Covariance, Shift, TaskConfig, WeightPrior};
+use strata_icl::model::{LsaModel, ModelConfig, Parameterization, TrainConfig, train};
+use strata_icl::task::{Covariance, Shift, TaskConfig, WeightPrior, haar_orthogonal, sample};
 use strata_icl::theory::*;
 use tensor::ndarray::{Array1, Array2};
-use tensor::{no_grad, seeded, Params};
+use tensor::{Params, no_grad, seeded};
 
 fn random_matrix(d: usize, scale: f64, seed: u64) -> Array2<f64> {
     tensor::normal::<f64>(&[d, d], 0.0, scale, &mut seeded(seed)).into_shape_with_order((d, d)).unwrap()
@@ -50,7 +50,8 @@ fn restricted_model_runs_preconditioned_gd_exactly() {
         let preds = no_grad(|| model.predictions(&prompts.tokens::<f64>(), depth));
         for (l, pred) in preds.iter().enumerate() {
             // The Q block A preconditions with A^T.
-            let preconds: Vec<Array2<f64>> = (0..=l).map(|i| a_mats[if looped { 0 } else { i }].t().to_owned()).collect();
+            let preconds: Vec<Array2<f64>> =
+                (0..=l).map(|i| a_mats[if looped { 0 } else { i }].t().to_owned()).collect();
             for b in 0..4 {
                 let (x, y, xq) = prompts.prompt(b);
                 let want = gd_predict_closed_form(&preconds, &x, &y, &xq).unwrap();
@@ -83,7 +84,10 @@ fn chebyshev_rate_matches_direct_maximum() {
             let steps = chebyshev_step_sizes(kappa, l);
             let direct = max_residual(&steps, kappa, 20_000);
             let formula = chebyshev_rate(kappa, l);
-            assert!((direct - formula).abs() < 1e-6 * formula.max(1e-12) + 1e-12, "kappa {kappa} L {l}: {direct} vs {formula}");
+            assert!(
+                (direct - formula).abs() < 1e-6 * formula.max(1e-12) + 1e-12,
+                "kappa {kappa} L {l}: {direct} vs {formula}"
+            );
             // Never worse than L steps of the best constant step size 2/(1+kappa).
             assert!(formula <= ((kappa - 1.0) / (kappa + 1.0)).powi(l as i32) + 1e-12);
         }
@@ -109,9 +113,12 @@ fn newton_schulz_error_squares() {
 #[test]
 fn samplers_are_seeded_and_follow_their_priors() {
     let task = TaskConfig {
-        d: 3, n: 1,
+        d: 3,
+        n: 1,
         covariance: Covariance::Fixed { eigenvalues: vec![0.5, 2.0, 8.0], basis_seed: 1 },
-        prior: WeightPrior::InverseCovariance, noise_std: 0.0, shift: Shift::None,
+        prior: WeightPrior::InverseCovariance,
+        noise_std: 0.0,
+        shift: Shift::None,
     };
     let a = sample(&task, 4, &mut seeded(3)).unwrap();
     let b = sample(&task, 4, &mut seeded(3)).unwrap();
@@ -132,14 +139,23 @@ fn samplers_are_seeded_and_follow_their_priors() {
 fn short_training_recovers_a_sigma_near_identity() {
     let (d, n) = (3, 30);
     let task = TaskConfig {
-        d, n,
+        d,
+        n,
         covariance: Covariance::Fixed { eigenvalues: vec![0.5, 1.0, 2.0], basis_seed: 7 },
-        prior: WeightPrior::InverseCovariance, noise_std: 0.0, shift: Shift::None,
+        prior: WeightPrior::InverseCovariance,
+        noise_std: 0.0,
+        shift: Shift::None,
     };
     let params = Params::<f64>::new();
     let cfg = ModelConfig { d, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
     let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
-    let losses = train(&model, &task, &TrainConfig { steps: 400, batch: 64, lr: 0.02, clip: Some(10.0), curriculum: 0.0 }, &mut seeded(1)).unwrap();
+    let losses = train(
+        &model,
+        &task,
+        &TrainConfig { steps: 400, batch: 64, lr: 0.02, clip: Some(10.0), curriculum: 0.0 },
+        &mut seeded(1),
+    )
+    .unwrap();
     let early: f64 = losses[..20].iter().sum::<f64>() / 20.0;
     let late: f64 = losses[380..].iter().sum::<f64>() / 20.0;
     assert!(late < 0.5 * early, "loss {early} -> {late}");
@@ -161,19 +177,25 @@ fn bad_configs_are_errors() {
         TaskConfig::isotropic(3, 0),
         TaskConfig { covariance: Covariance::RandomCondition { kappa: 0.5 }, ..TaskConfig::isotropic(3, 5) },
         TaskConfig { noise_std: f64::NAN, ..TaskConfig::isotropic(3, 5) },
-        TaskConfig { covariance: Covariance::Fixed { eigenvalues: vec![1.0, -1.0, 1.0], basis_seed: 0 }, ..TaskConfig::isotropic(3, 5) },
+        TaskConfig {
+            covariance: Covariance::Fixed { eigenvalues: vec![1.0, -1.0, 1.0], basis_seed: 0 },
+            ..TaskConfig::isotropic(3, 5)
+        },
         TaskConfig { shift: Shift::Scale { factor: f64::INFINITY }, ..TaskConfig::isotropic(3, 5) },
     ];
     for t in &bad_tasks {
         assert!(sample(t, 2, &mut seeded(0)).is_err(), "{t:?} should be rejected");
     }
     let params = Params::<f32>::new();
-    let cfg = ModelConfig { d: 0, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
+    let cfg =
+        ModelConfig { d: 0, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
     assert!(LsaModel::new(&cfg, &params, &mut seeded(0)).is_err());
-    let cfg = ModelConfig { d: 3, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
+    let cfg =
+        ModelConfig { d: 3, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
     let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
     let diverging = TrainConfig { steps: 50, batch: 8, lr: 1e6, clip: None, curriculum: 0.0 };
-    let err = train(&model, &TaskConfig::isotropic(3, 5), &diverging, &mut seeded(0)).expect_err("lr 1e6 without clipping must diverge");
+    let err = train(&model, &TaskConfig::isotropic(3, 5), &diverging, &mut seeded(0))
+        .expect_err("lr 1e6 without clipping must diverge");
     assert!(err.to_string().contains("diverged at step"), "{err}");
 }
 
@@ -201,8 +223,16 @@ fn reproductions_run_end_to_end_at_tiny_scale() {
     let dir = std::env::temp_dir().join(format!("strata-icl-test-{}", std::process::id()));
     let ctx = report::RunCtx::new("icl/tiny", 0, report::Scale::Quick, dir.clone());
     let gd = LoopedGdConfig {
-        d_values: vec![2], n_values: vec![4, 8], depths: vec![1, 2], spectrum: (0.5, 2.0), steps: 30, batch: 16,
-        lr: 0.01, eval_prompts: 50, optimal_prompts: 50, optimal_iters: 20,
+        d_values: vec![2],
+        n_values: vec![4, 8],
+        depths: vec![1, 2],
+        spectrum: (0.5, 2.0),
+        steps: 30,
+        batch: 16,
+        lr: 0.01,
+        eval_prompts: 50,
+        optimal_prompts: 50,
+        optimal_iters: 20,
     };
     let r = looped_gd_with(&ctx, &gd).unwrap();
     assert_eq!(r.claims.len(), 6);
@@ -210,7 +240,18 @@ fn reproductions_run_end_to_end_at_tiny_scale() {
     let saved = tensor::read_safetensors(&dir.join("icl/tiny/weights_d2_n4_L1.safetensors")).unwrap();
     assert!(saved.get("layers.0.a").is_some() && saved.get("layers.0.u").is_some());
     assert!(r.claims.iter().all(|c| c.measured.is_finite()));
-    let p1 = P1Config { d: 2, n: 6, kappas: vec![1.0, 10.0], depths: vec![1, 2], steps: 20, batch: 16, lr: 0.01, eval_prompts: 50, reduction_target: 0.5, shifts: vec![0.0, 0.5] };
+    let p1 = P1Config {
+        d: 2,
+        n: 6,
+        kappas: vec![1.0, 10.0],
+        depths: vec![1, 2],
+        steps: 20,
+        batch: 16,
+        lr: 0.01,
+        eval_prompts: 50,
+        reduction_target: 0.5,
+        shifts: vec![0.0, 0.5],
+    };
     for run in [depth_vs_kappa_with, robustness_with, monotonicity_with] {
         let r = run(&ctx, &p1).unwrap();
         assert!(!r.claims.is_empty() && !r.figures.is_empty());

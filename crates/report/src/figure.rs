@@ -51,7 +51,14 @@ pub struct Chart {
 
 impl Chart {
     pub fn new(title: &str, x_label: &str, y_label: &str) -> Self {
-        Chart { title: title.into(), x_label: x_label.into(), y_label: y_label.into(), log_x: false, log_y: false, series: Vec::new() }
+        Chart {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            log_x: false,
+            log_y: false,
+            series: Vec::new(),
+        }
     }
     pub fn series(mut self, s: Series) -> Self {
         self.series.push(s);
@@ -68,8 +75,14 @@ impl Chart {
 }
 
 const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(127, 127, 127),
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 fn fig_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -93,7 +106,8 @@ pub fn tick(v: f64) -> String {
 /// Draws `chart` as an 800x560 PNG. Non-finite points (and non-positive ones on a log axis) are skipped.
 pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
     ensure_font();
-    let keep = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!chart.log_x || x > 0.0) && (!chart.log_y || y > 0.0);
+    let keep =
+        |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!chart.log_x || x > 0.0) && (!chart.log_y || y > 0.0);
     let pts: Vec<(f64, f64)> = chart.series.iter().flat_map(|s| s.points.iter().copied().filter(keep)).collect();
     if pts.is_empty() {
         return Err(fig_err(path, "no finite points to plot"));
@@ -130,12 +144,15 @@ pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
                 let points: Vec<(f64, f64)> = s.points.iter().copied().filter(keep).collect();
                 let style = if s.reference { color.stroke_width(1) } else { color.stroke_width(2) };
                 let anno = if s.scatter {
-                    ctx.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| fig_err(path, e))?
+                    ctx.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                        .map_err(|e| fig_err(path, e))?
                 } else {
                     ctx.draw_series(LineSeries::new(points.clone(), style)).map_err(|e| fig_err(path, e))?;
-                    ctx.draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled()))).map_err(|e| fig_err(path, e))?
+                    ctx.draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))
+                        .map_err(|e| fig_err(path, e))?
                 };
-                anno.label(s.name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                anno.label(s.name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             }
             ctx.configure_series_labels()
                 .background_style(WHITE.mix(0.85))
@@ -174,7 +191,8 @@ pub fn image_grid(path: &Path, grid: &ImageGrid<'_>) -> Result<()> {
     let cell = 96u32;
     let (rows, cols) = (grid.panels.len() as u32, grid.panels.first().map_or(0, |r| r.len()) as u32);
     let (left, top) = (120u32, 60u32);
-    let root = BitMapBackend::new(path, (left + cols * (cell + 8) + 8, top + rows * (cell + 8) + 8)).into_drawing_area();
+    let root =
+        BitMapBackend::new(path, (left + cols * (cell + 8) + 8, top + rows * (cell + 8) + 8)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fig_err(path, e))?;
     root.draw_text(grid.title, &("sans-serif", 20).into_text_style(&root), (8, 6)).map_err(|e| fig_err(path, e))?;
     for (c, t) in grid.col_titles.iter().enumerate() {
@@ -184,18 +202,28 @@ pub fn image_grid(path: &Path, grid: &ImageGrid<'_>) -> Result<()> {
     for (r, row) in grid.panels.iter().enumerate() {
         let y0 = top + r as u32 * (cell + 8);
         if let Some(t) = grid.row_titles.get(r) {
-            root.draw_text(t, &("sans-serif", 13).into_text_style(&root), (8, (y0 + cell / 2) as i32)).map_err(|e| fig_err(path, e))?;
+            root.draw_text(t, &("sans-serif", 13).into_text_style(&root), (8, (y0 + cell / 2) as i32))
+                .map_err(|e| fig_err(path, e))?;
         }
         for (c, (h, w, vals)) in row.iter().enumerate() {
             let x0 = left + c as u32 * (cell + 8);
-            let (lo, hi) = vals.iter().filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = vals
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             let span = if hi > lo { hi - lo } else { 1.0 };
             for py in 0..cell {
                 for px in 0..cell {
                     let (iy, ix) = ((py as usize * h) / cell as usize, (px as usize * w) / cell as usize);
                     let v = ((vals[iy * w + ix] - lo) / span).clamp(0.0, 1.0);
                     let color = if grid.heat {
-                        let (r, g, b) = if v < 0.5 { let t = v * 2.0; (t, t, 1.0) } else { let t = (1.0 - v) * 2.0; (1.0, t, t) };
+                        let (r, g, b) = if v < 0.5 {
+                            let t = v * 2.0;
+                            (t, t, 1.0)
+                        } else {
+                            let t = (1.0 - v) * 2.0;
+                            (1.0, t, t)
+                        };
                         RGBColor((r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8)
                     } else {
                         let g = (v * 255.0) as u8;

@@ -95,8 +95,10 @@ impl RunCtx {
     pub fn progress(&self, len: u64, what: &str) -> indicatif::ProgressBar {
         let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})",
+            )
+            .expect("valid template"),
         );
         bar.set_prefix(format!("{} {what}", self.experiment));
         bar
@@ -169,9 +171,22 @@ impl Report {
     }
 
     /// Checks a claim: `holds` is `predicate(measured)` (false for a non-finite measurement).
-    pub fn claim(&mut self, id: &str, statement: &str, expected: &str, measured: f64, predicate: impl Fn(f64) -> bool) -> bool {
+    pub fn claim(
+        &mut self,
+        id: &str,
+        statement: &str,
+        expected: &str,
+        measured: f64,
+        predicate: impl Fn(f64) -> bool,
+    ) -> bool {
         let holds = measured.is_finite() && predicate(measured);
-        self.claims.push(Claim { id: id.into(), statement: statement.into(), expected: expected.into(), measured, holds });
+        self.claims.push(Claim {
+            id: id.into(),
+            statement: statement.into(),
+            expected: expected.into(),
+            measured,
+            holds,
+        });
         holds
     }
 
@@ -180,7 +195,13 @@ impl Report {
     }
 
     /// Draws a figure into `<out>/<file>` with `draw` and lists it in the report.
-    pub fn figure(&mut self, ctx: &RunCtx, file: &str, caption: &str, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    pub fn figure(
+        &mut self,
+        ctx: &RunCtx,
+        file: &str,
+        caption: &str,
+        draw: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
         let path = ctx.out_dir()?.join(file);
         draw(&path)?;
         self.figures.push(FigureRef { file: file.into(), caption: caption.into() });
@@ -210,9 +231,18 @@ impl Report {
             self.seed, self.scale, self.threads, self.git_rev, self.wall_seconds
         );
         let (held, total) = self.claims_held();
-        s += &format!("## Claims ({held} of {total} hold)\n\n| claim | statement | expected | measured | holds |\n|---|---|---|---|---|\n");
+        s += &format!(
+            "## Claims ({held} of {total} hold)\n\n| claim | statement | expected | measured | holds |\n|---|---|---|---|---|\n"
+        );
         for c in &self.claims {
-            s += &format!("| {} | {} | {} | {} | {} |\n", c.id, c.statement, c.expected, fmt_num(c.measured), if c.holds { "yes" } else { "**no**" });
+            s += &format!(
+                "| {} | {} | {} | {} | {} |\n",
+                c.id,
+                c.statement,
+                c.expected,
+                fmt_num(c.measured),
+                if c.holds { "yes" } else { "**no**" }
+            );
         }
         s += "\n## Metrics\n\n| metric | value |\n|---|---|\n";
         for (k, v) in &self.metrics {

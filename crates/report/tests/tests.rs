@@ -1,6 +1,6 @@
 //! Reports: computed claims, files on disk, figures.
 
-use strata_report::figure::{image_grid, line_chart, Chart, ImageGrid, Series};
+use strata_report::figure::{Chart, ImageGrid, Series, image_grid, line_chart};
 use strata_report::{Report, RunCtx, Scale};
 
 fn ctx(dir: &std::path::Path) -> RunCtx {
@@ -17,7 +17,8 @@ fn claims_are_computed_and_non_finite_never_holds() {
     assert!(!r.claim("c", "s", "anything", f64::NAN, |_| true));
     assert_eq!(r.claims_held(), (1, 3));
     let out = r.finish(&c).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     for key in ["experiment", "git_rev", "seed", "scale", "config", "metrics", "claims", "figures", "wall_seconds"] {
         assert!(json.get(key).is_some(), "report.json lacks {key}");
     }
@@ -32,9 +33,18 @@ fn figures_are_pngs() {
     let dir = tempfile::tempdir().unwrap();
     let c = ctx(dir.path());
     let mut r = Report::new(&c, &());
-    let chart = Chart::new("t", "x", "y").log_y().series(Series::line("a", vec![(1.0, 1.0), (2.0, 0.1)])).series(Series::reference("b", vec![(1.0, 0.5), (2.0, f64::NAN)]));
+    let chart = Chart::new("t", "x", "y")
+        .log_y()
+        .series(Series::line("a", vec![(1.0, 1.0), (2.0, 0.1)]))
+        .series(Series::reference("b", vec![(1.0, 0.5), (2.0, f64::NAN)]));
     r.figure(&c, "c.png", "chart", |p| line_chart(p, &chart)).unwrap();
-    let grid = ImageGrid { title: "g", row_titles: vec!["r".into()], col_titles: vec!["c1".into(), "c2".into()], panels: vec![vec![(2, 2, vec![0.0, 1.0, 2.0, 3.0]), (1, 1, vec![5.0])]], heat: true };
+    let grid = ImageGrid {
+        title: "g",
+        row_titles: vec!["r".into()],
+        col_titles: vec!["c1".into(), "c2".into()],
+        panels: vec![vec![(2, 2, vec![0.0, 1.0, 2.0, 3.0]), (1, 1, vec![5.0])]],
+        heat: true,
+    };
     r.figure(&c, "g.png", "grid", |p| image_grid(p, &grid)).unwrap();
     for f in ["c.png", "g.png"] {
         let bytes = std::fs::read(dir.path().join("family/name").join(f)).unwrap();

@@ -3,14 +3,14 @@
 //! that must learn, and the same training run under 1 and 2 threads giving identical numbers.
 
 use anyhow::Result;
-use serde::Serialize;
-use report::figure::{line_chart, Chart, Series};
+use report::figure::{Chart, Series, line_chart};
 use report::{Report, RunCtx};
+use serde::Serialize;
 use tensor::gradcheck::check;
 use tensor::ndarray::{ArrayD, IxDyn};
 use tensor::nn::{Activation, Conv2d, Linear, Mlp, Module};
 use tensor::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
-use tensor::{argmax_rows, normal, seeded, uniform, Conv2dSpec, GeluApprox, Params, Rng, Tensor};
+use tensor::{Conv2dSpec, GeluApprox, Params, Rng, Tensor, argmax_rows, normal, seeded, uniform};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -41,37 +41,96 @@ fn op_cases() -> Vec<OpCase> {
         ("add (broadcast)", |r| (vec![n(&[3, 4], r), n(&[4], r)], Box::new(|t| &t[0] + &t[1]))),
         ("mul (broadcast)", |r| (vec![n(&[2, 3, 4], r), n(&[3, 1], r)], Box::new(|t| &t[0] * &t[1]))),
         ("div", |r| (vec![n(&[3, 4], r), uniform(&[3, 4], 0.5, 2.0, r)], Box::new(|t| &t[0] / &t[1]))),
-        ("exp/ln/sqrt/pow", |r| (vec![uniform(&[5], 0.3, 2.0, r)], Box::new(|t| t[0].exp() + t[0].ln() + t[0].sqrt() + t[0].powf(1.5)))),
+        ("exp/ln/sqrt/pow", |r| {
+            (vec![uniform(&[5], 0.3, 2.0, r)], Box::new(|t| t[0].exp() + t[0].ln() + t[0].sqrt() + t[0].powf(1.5)))
+        }),
         ("tanh/sigmoid/softplus", |r| (vec![n(&[6], r)], Box::new(|t| t[0].tanh() * t[0].sigmoid() + t[0].softplus()))),
-        ("gelu erf/tanh", |r| (vec![n(&[6], r)], Box::new(|t| t[0].gelu(GeluApprox::Erf) + t[0].gelu(GeluApprox::Tanh)))),
-        ("relu/abs/clamp", |r| (vec![uniform(&[6], 0.1, 2.0, r)], Box::new(|t| t[0].relu() + t[0].neg().abs() + t[0].clamp(0.0, 1.5)))),
-        ("sum/mean (axes, keepdim)", |r| (vec![n(&[2, 3, 4], r)], Box::new(|t| t[0].sum(&[0, 2], true) + t[0].mean(&[1], true).sum(&[0, 2], true)))),
+        ("gelu erf/tanh", |r| {
+            (vec![n(&[6], r)], Box::new(|t| t[0].gelu(GeluApprox::Erf) + t[0].gelu(GeluApprox::Tanh)))
+        }),
+        ("relu/abs/clamp", |r| {
+            (vec![uniform(&[6], 0.1, 2.0, r)], Box::new(|t| t[0].relu() + t[0].neg().abs() + t[0].clamp(0.0, 1.5)))
+        }),
+        ("sum/mean (axes, keepdim)", |r| {
+            (vec![n(&[2, 3, 4], r)], Box::new(|t| t[0].sum(&[0, 2], true) + t[0].mean(&[1], true).sum(&[0, 2], true)))
+        }),
         ("max/logsumexp", |r| (vec![n(&[3, 5], r)], Box::new(|t| &t[0].max(1, false) + &t[0].logsumexp(1, false)))),
-        ("reshape/permute/narrow", |r| (vec![n(&[2, 3, 4], r)], Box::new(|t| t[0].permute(&[2, 0, 1]).reshape(&[4, 6]).narrow(1, 1, 4)))),
-        ("concat/stack", |r| (vec![n(&[2, 3], r), n(&[2, 3], r)], Box::new(|t| Tensor::stack(&[&Tensor::concat(&[&t[0], &t[1]], 1), &t[0].sum(&[1], true).broadcast_to(&[2, 6])], 0)))),
-        ("index_select/gather", |r| (vec![n(&[5, 3], r)], Box::new(|t| {
-            let idx = ArrayD::from_shape_vec(IxDyn(&[3, 3]), vec![0, 2, 2, 1, 1, 2, 0, 0, 1]).expect("shape");
-            t[0].index_select(0, &[4, 0, 4]).gather(0, &idx)
-        }))),
+        ("reshape/permute/narrow", |r| {
+            (vec![n(&[2, 3, 4], r)], Box::new(|t| t[0].permute(&[2, 0, 1]).reshape(&[4, 6]).narrow(1, 1, 4)))
+        }),
+        ("concat/stack", |r| {
+            (
+                vec![n(&[2, 3], r), n(&[2, 3], r)],
+                Box::new(|t| {
+                    Tensor::stack(
+                        &[&Tensor::concat(&[&t[0], &t[1]], 1), &t[0].sum(&[1], true).broadcast_to(&[2, 6])],
+                        0,
+                    )
+                }),
+            )
+        }),
+        ("index_select/gather", |r| {
+            (
+                vec![n(&[5, 3], r)],
+                Box::new(|t| {
+                    let idx = ArrayD::from_shape_vec(IxDyn(&[3, 3]), vec![0, 2, 2, 1, 1, 2, 0, 0, 1]).expect("shape");
+                    t[0].index_select(0, &[4, 0, 4]).gather(0, &idx)
+                }),
+            )
+        }),
         ("matmul 2-D", |r| (vec![n(&[3, 4], r), n(&[4, 5], r)], Box::new(|t| t[0].matmul(&t[1])))),
-        ("matmul batched (broadcast)", |r| (vec![n(&[2, 3, 4], r), n(&[1, 4, 2], r)], Box::new(|t| t[0].matmul(&t[1])))),
-        ("linear", |r| (vec![n(&[2, 3, 4], r), n(&[5, 4], r), n(&[5], r)], Box::new(|t| t[0].linear(&t[1], Some(&t[2]))))),
+        ("matmul batched (broadcast)", |r| {
+            (vec![n(&[2, 3, 4], r), n(&[1, 4, 2], r)], Box::new(|t| t[0].matmul(&t[1])))
+        }),
+        ("linear", |r| {
+            (vec![n(&[2, 3, 4], r), n(&[5, 4], r), n(&[5], r)], Box::new(|t| t[0].linear(&t[1], Some(&t[2]))))
+        }),
         ("softmax/log_softmax", |r| (vec![n(&[3, 5], r)], Box::new(|t| &t[0].softmax(1) + &t[0].log_softmax(0)))),
-        ("layer_norm", |r| (vec![n(&[3, 6], r), n(&[6], r), n(&[6], r)], Box::new(|t| t[0].layer_norm(&t[1], &t[2], 1e-5)))),
-        ("where/masked_fill", |r| (vec![n(&[3, 4], r), n(&[3, 4], r)], Box::new(|t| {
-            let m = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] + i[1]) % 2 == 0);
-            let first_col = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| i[1] == 0);
-            Tensor::where_cond(&m, &t[0], &t[1]).masked_fill(&first_col, 2.0)
-        }))),
+        ("layer_norm", |r| {
+            (vec![n(&[3, 6], r), n(&[6], r), n(&[6], r)], Box::new(|t| t[0].layer_norm(&t[1], &t[2], 1e-5)))
+        }),
+        ("where/masked_fill", |r| {
+            (
+                vec![n(&[3, 4], r), n(&[3, 4], r)],
+                Box::new(|t| {
+                    let m = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] + i[1]) % 2 == 0);
+                    let first_col = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| i[1] == 0);
+                    Tensor::where_cond(&m, &t[0], &t[1]).masked_fill(&first_col, 2.0)
+                }),
+            )
+        }),
         ("dropout (seeded)", |r| (vec![n(&[4, 5], r)], Box::new(|t| t[0].dropout(0.25, &mut seeded(7))))),
-        ("conv2d (stride 2, pad 1)", |r| (vec![n(&[2, 2, 5, 5], r), n(&[3, 2, 3, 3], r), n(&[3], r)], Box::new(|t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dSpec { stride: 2, padding: 1 })))),
-        ("max/avg pool", |r| (vec![n(&[1, 2, 4, 6], r)], Box::new(|t| t[0].max_pool2d(2, 2).sum_all() + t[0].avg_pool2d(3, 1).sum_all()))),
-        ("upsample nearest/bilinear", |r| (vec![n(&[1, 1, 3, 4], r)], Box::new(|t| t[0].upsample_nearest2d(2).sum_all() + (t[0].upsample_bilinear2d(7, 5) * t[0].upsample_bilinear2d(7, 5)).sum_all()))),
-        ("cross_entropy (labels, soft, distill)", |r| (vec![n(&[4, 3], r), n(&[4, 3], r)], Box::new(|t| {
-            // The teacher is a constant: distillation detaches it by design.
-            let teacher = Tensor::new(ArrayD::from_shape_fn(IxDyn(&[4, 3]), |i| (i[0] as f64 - i[1] as f64) * 0.7));
-            t[0].cross_entropy(&[0, 2, 1, 2]) + t[0].cross_entropy_soft(&t[1].softmax(-1)) + t[0].distillation_loss(&teacher, 2.0)
-        }))),
+        ("conv2d (stride 2, pad 1)", |r| {
+            (
+                vec![n(&[2, 2, 5, 5], r), n(&[3, 2, 3, 3], r), n(&[3], r)],
+                Box::new(|t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dSpec { stride: 2, padding: 1 })),
+            )
+        }),
+        ("max/avg pool", |r| {
+            (vec![n(&[1, 2, 4, 6], r)], Box::new(|t| t[0].max_pool2d(2, 2).sum_all() + t[0].avg_pool2d(3, 1).sum_all()))
+        }),
+        ("upsample nearest/bilinear", |r| {
+            (
+                vec![n(&[1, 1, 3, 4], r)],
+                Box::new(|t| {
+                    t[0].upsample_nearest2d(2).sum_all()
+                        + (t[0].upsample_bilinear2d(7, 5) * t[0].upsample_bilinear2d(7, 5)).sum_all()
+                }),
+            )
+        }),
+        ("cross_entropy (labels, soft, distill)", |r| {
+            (
+                vec![n(&[4, 3], r), n(&[4, 3], r)],
+                Box::new(|t| {
+                    // The teacher is a constant: distillation detaches it by design.
+                    let teacher =
+                        Tensor::new(ArrayD::from_shape_fn(IxDyn(&[4, 3]), |i| (i[0] as f64 - i[1] as f64) * 0.7));
+                    t[0].cross_entropy(&[0, 2, 1, 2])
+                        + t[0].cross_entropy_soft(&t[1].softmax(-1))
+                        + t[0].distillation_loss(&teacher, 2.0)
+                }),
+            )
+        }),
         ("mse", |r| (vec![n(&[3, 4], r), n(&[3, 4], r)], Box::new(|t| t[0].mse(&t[1])))),
     ]
 }
@@ -127,7 +186,8 @@ fn conv_run(samples: usize, steps: usize, seed: u64) -> (Vec<(f64, f64)>, f64, V
     }
     let pred = argmax_rows(forward(&x).value());
     let acc = pred.iter().zip(&labels).filter(|(p, l)| *p == *l).count() as f64 / samples as f64;
-    let bits = params.iter().iter().flat_map(|(_, v)| v.value().iter().map(|x| x.to_bits()).collect::<Vec<_>>()).collect();
+    let bits =
+        params.iter().iter().flat_map(|(_, v)| v.value().iter().map(|x| x.to_bits()).collect::<Vec<_>>()).collect();
     (curve, acc, bits)
 }
 
@@ -177,7 +237,13 @@ pub fn run(ctx: &RunCtx) -> Result<Report> {
     let (_, _, bits_1) = pool(1).install(|| conv_run(cfg.conv_samples, cfg.conv_steps, ctx.seed));
     report.metric("conv_accuracy", conv_acc);
     report.metric("conv_final_loss", conv_curve.last().map(|p| p.1));
-    report.claim("conv-separates", "a one-conv-layer net separates vertical from horizontal bars in noise", "training accuracy = 1", conv_acc, |a| a == 1.0);
+    report.claim(
+        "conv-separates",
+        "a one-conv-layer net separates vertical from horizontal bars in noise",
+        "training accuracy = 1",
+        conv_acc,
+        |a| a == 1.0,
+    );
     let differing = bits_1.iter().zip(&bits_2).filter(|(a, b)| a != b).count() + bits_1.len().abs_diff(bits_2.len());
     report.metric("determinism_differing_weights", differing);
     report.claim(

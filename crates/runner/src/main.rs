@@ -10,7 +10,7 @@ mod foundations;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use report::{Report, RunCtx, Scale};
 
@@ -28,10 +28,26 @@ fn experiments() -> Vec<Experiment> {
             about: "gradient checks of every op family, XOR and a toy conv net learning, determinism across thread counts",
             run: foundations::run,
         },
-        Experiment { id: "icl/looped-gd", about: "P3: looped restricted LSA learns preconditioned GD (u -> 0, A Sigma -> I, closed form, optimal preconditioner)", run: |c| Ok(icl::experiments::looped_gd(c)?) },
-        Experiment { id: "icl/depth-vs-kappa", about: "P1: loss against depth for kappa in {1, 10, 100}, four LSA families, Chebyshev and Newton-Schulz rates", run: |c| Ok(icl::experiments::depth_vs_kappa(c)?) },
-        Experiment { id: "icl/robustness", about: "P1: error under spectrum shifts, multilayer against looped", run: |c| Ok(icl::experiments::robustness(c)?) },
-        Experiment { id: "icl/monotonicity", about: "P1: loss against evaluation depth (and loops beyond training depth)", run: |c| Ok(icl::experiments::monotonicity(c)?) },
+        Experiment {
+            id: "icl/looped-gd",
+            about: "P3: looped restricted LSA learns preconditioned GD (u -> 0, A Sigma -> I, closed form, optimal preconditioner)",
+            run: |c| Ok(icl::experiments::looped_gd(c)?),
+        },
+        Experiment {
+            id: "icl/depth-vs-kappa",
+            about: "P1: loss against depth for kappa in {1, 10, 100}, four LSA families, Chebyshev and Newton-Schulz rates",
+            run: |c| Ok(icl::experiments::depth_vs_kappa(c)?),
+        },
+        Experiment {
+            id: "icl/robustness",
+            about: "P1: error under spectrum shifts, multilayer against looped",
+            run: |c| Ok(icl::experiments::robustness(c)?),
+        },
+        Experiment {
+            id: "icl/monotonicity",
+            about: "P1: loss against evaluation depth (and loops beyond training depth)",
+            run: |c| Ok(icl::experiments::monotonicity(c)?),
+        },
     ]
 }
 
@@ -107,7 +123,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         let report = (e.run)(&ctx).with_context(|| format!("experiment {}", e.id))?;
         let (held, total) = report.claims_held();
         for c in &report.claims {
-            eprintln!("  [{}] {}: measured {:.4e} (expected {})", if c.holds { "ok" } else { "FAIL" }, c.id, c.measured, c.expected);
+            eprintln!(
+                "  [{}] {}: measured {:.4e} (expected {})",
+                if c.holds { "ok" } else { "FAIL" },
+                c.id,
+                c.measured,
+                c.expected
+            );
         }
         failed_claims += total - held;
         let dir = report.finish(&ctx).with_context(|| format!("writing the report of {}", e.id))?;

@@ -124,26 +124,43 @@ pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<StoredTensors> {
         let shape = IxDyn(view.shape());
         let data = view.data();
         let t = match view.dtype() {
-            Dtype::F32 => StoredTensor::F32(ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
-            ).map_err(|e| bad(e.to_string()))?),
-            Dtype::F64 => StoredTensor::F64(ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-            ).map_err(|e| bad(e.to_string()))?),
-            Dtype::I64 => StoredTensor::I64(ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-            ).map_err(|e| bad(e.to_string()))?),
-            Dtype::F16 => StoredTensor::Half(ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            ).map_err(|e| bad(e.to_string()))?),
-            Dtype::BF16 => StoredTensor::Half(ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-            ).map_err(|e| bad(e.to_string()))?),
+            Dtype::F32 => StoredTensor::F32(
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+                )
+                .map_err(|e| bad(e.to_string()))?,
+            ),
+            Dtype::F64 => StoredTensor::F64(
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                )
+                .map_err(|e| bad(e.to_string()))?,
+            ),
+            Dtype::I64 => StoredTensor::I64(
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                )
+                .map_err(|e| bad(e.to_string()))?,
+            ),
+            Dtype::F16 => StoredTensor::Half(
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+                )
+                .map_err(|e| bad(e.to_string()))?,
+            ),
+            Dtype::BF16 => StoredTensor::Half(
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(2)
+                        .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                        .collect(),
+                )
+                .map_err(|e| bad(e.to_string()))?,
+            ),
             other => {
                 return Err(Error::UnsupportedDtype { path: path.to_path_buf(), name, dtype: format!("{other:?}") });
             }
@@ -164,7 +181,13 @@ pub fn write_safetensors(
         tensors.iter().map(|(n, t)| (n.clone(), t.dtype(), t.shape().to_vec(), t.le_bytes())).collect();
     let views: Vec<(String, TensorView<'_>)> = bufs
         .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::BadValue { name: n.clone(), reason: e.to_string() })?)))
+        .map(|(n, d, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(*d, s.clone(), b)
+                    .map_err(|e| Error::BadValue { name: n.clone(), reason: e.to_string() })?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, metadata)
         .map_err(|e| Error::BadCheckpoint { path: path.to_path_buf(), reason: e.to_string() })?;

@@ -51,10 +51,20 @@ pub trait Float:
     /// Pointers and strides must describe valid, non-overlapping (for `c`) matrices of the given sizes.
     #[allow(clippy::missing_safety_doc)]
     unsafe fn gemm_raw(
-        m: usize, k: usize, n: usize, alpha: Self,
-        a: *const Self, rsa: isize, csa: isize,
-        b: *const Self, rsb: isize, csb: isize,
-        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
     );
 }
 
@@ -70,20 +80,37 @@ impl Float for f32 {
         const SHIFTER: f32 = 12_582_912.0;
         let k = (x * LOG2E + SHIFTER) - SHIFTER;
         let r = x - k * LN2_HI - k * LN2_LO;
-        let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        let p =
+            1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
         p * f32::from_bits(((k as i32 + 127) as u32) << 23)
     }
     #[inline]
-    fn of(x: f64) -> Self { x as f32 }
+    fn of(x: f64) -> Self {
+        x as f32
+    }
     #[inline]
-    fn to_f64_lossy(self) -> f64 { self as f64 }
+    fn to_f64_lossy(self) -> f64 {
+        self as f64
+    }
     #[inline]
-    fn erf(self) -> Self { libm::erff(self) }
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
     unsafe fn gemm_raw(
-        m: usize, k: usize, n: usize, alpha: Self,
-        a: *const Self, rsa: isize, csa: isize,
-        b: *const Self, rsb: isize, csb: isize,
-        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
     ) {
         // SAFETY: forwarded contract.
         unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
@@ -93,16 +120,32 @@ impl Float for f32 {
 impl Float for f64 {
     const DTYPE_NAME: &'static str = "F64";
     #[inline]
-    fn of(x: f64) -> Self { x }
+    fn of(x: f64) -> Self {
+        x
+    }
     #[inline]
-    fn to_f64_lossy(self) -> f64 { self }
+    fn to_f64_lossy(self) -> f64 {
+        self
+    }
     #[inline]
-    fn erf(self) -> Self { libm::erf(self) }
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
     unsafe fn gemm_raw(
-        m: usize, k: usize, n: usize, alpha: Self,
-        a: *const Self, rsa: isize, csa: isize,
-        b: *const Self, rsb: isize, csb: isize,
-        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
     ) {
         // SAFETY: forwarded contract.
         unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }

@@ -2,7 +2,7 @@
 
 use ndarray::ArrayD;
 
-use crate::{no_grad, Tensor};
+use crate::{Tensor, no_grad};
 
 /// The worst disagreement between analytic and numerical gradients.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +63,12 @@ pub fn check(inputs: &[ArrayD<f64>], eps: f64, f: impl Fn(&[Tensor<f64>]) -> Ten
 
 /// Checks the gradients of a scalar `loss()` with respect to every trainable parameter in `params`
 /// (every entry of tensors up to `max_entries`, an even spread of entries beyond).
-pub fn check_params(params: &crate::Params<f64>, eps: f64, max_entries: usize, loss: impl Fn() -> Tensor<f64>) -> (GradCheck, String) {
+pub fn check_params(
+    params: &crate::Params<f64>,
+    eps: f64,
+    max_entries: usize,
+    loss: impl Fn() -> Tensor<f64>,
+) -> (GradCheck, String) {
     let grads = loss().backward();
     let mut worst = GradCheck { max_error: 0.0, at: (0, 0), analytic: 0.0, numeric: 0.0 };
     let mut worst_name = String::new();

@@ -58,13 +58,17 @@ mod rng;
 mod tensor;
 mod var;
 
-pub use checkpoint::{parse_safetensors, read_safetensors, write_atomic, write_safetensors, StoredTensor, StoredTensors};
-pub use error::{check_loss, Error, Result};
+pub use checkpoint::{
+    StoredTensor, StoredTensors, parse_safetensors, read_safetensors, write_atomic, write_safetensors,
+};
+pub use error::{Error, Result, check_loss};
 pub use float::Float;
 pub use ndarray;
-pub use rayon;
-pub use ops::{broadcast_shapes, loss::argmax_rows, Conv2dSpec, GeluApprox};
+pub use ops::{Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows};
 pub use optim::{OptimizerState, Schedule};
-pub use rng::{derived, fans, kaiming_normal, kaiming_uniform, normal, seeded, uniform, xavier_normal, xavier_uniform, Rng};
-pub use tensor::{grad_enabled, live_graph_nodes, no_grad, Grads, Tensor, TensorId};
+pub use rayon;
+pub use rng::{
+    Rng, derived, fans, kaiming_normal, kaiming_uniform, normal, seeded, uniform, xavier_normal, xavier_uniform,
+};
+pub use tensor::{Grads, Tensor, TensorId, grad_enabled, live_graph_nodes, no_grad};
 pub use var::{LoadReport, ParamPath, Params, Var};

@@ -2,7 +2,7 @@
 //! non-symmetric-where-it-matters or non-finite inputs are errors, never NaNs.
 
 use ndarray::{Array1, Array2};
-use ndarray_linalg::{Cholesky, Eigh, Solve, SVD, UPLO};
+use ndarray_linalg::{Cholesky, Eigh, SVD, Solve, UPLO};
 
 use crate::{Error, Result};
 
@@ -26,7 +26,12 @@ pub fn eigh(a: &Array2<f64>) -> Result<(Array1<f64>, Array2<f64>)> {
 pub fn solve(a: &Array2<f64>, b: &Array1<f64>) -> Result<Array1<f64>> {
     check("solve", a, true)?;
     if b.len() != a.nrows() || b.iter().any(|x| !x.is_finite()) {
-        return Err(Error::Linalg(format!("solve: right-hand side of length {} for a {}x{} matrix (or non-finite)", b.len(), a.nrows(), a.ncols())));
+        return Err(Error::Linalg(format!(
+            "solve: right-hand side of length {} for a {}x{} matrix (or non-finite)",
+            b.len(),
+            a.nrows(),
+            a.ncols()
+        )));
     }
     let x = a.solve(b).map_err(|e| Error::Linalg(format!("solve: matrix is singular ({e})")))?;
     if x.iter().any(|v| !v.is_finite()) {

@@ -5,7 +5,7 @@
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use crate::{rng, Conv2dSpec, Float, GeluApprox, ParamPath, Rng, Tensor, Var};
+use crate::{Conv2dSpec, Float, GeluApprox, ParamPath, Rng, Tensor, Var, rng};
 
 /// A layer with one input and one output.
 pub trait Module<F: Float = f32> {
@@ -52,13 +52,18 @@ impl<F: Float> Linear<F> {
     }
 
     /// Weight `N(0, std^2)` (GPT-2 style), zero bias.
-    pub fn normal(p: &ParamPath<F>, in_features: usize, out_features: usize, bias: bool, std: f64, rng: &mut Rng) -> Self {
+    pub fn normal(
+        p: &ParamPath<F>,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        std: f64,
+        rng: &mut Rng,
+    ) -> Self {
         Self::with_std(p, in_features, out_features, bias, Some(std), 0.0, rng)
     }
 
-    fn with_std(
-        p: &ParamPath<F>, i: usize, o: usize, bias: bool, std: Option<f64>, bound: f64, rng: &mut Rng,
-    ) -> Self {
+    fn with_std(p: &ParamPath<F>, i: usize, o: usize, bias: bool, std: Option<f64>, bound: f64, rng: &mut Rng) -> Self {
         let weight = p.var("weight", &[o, i], || match std {
             Some(s) => rng::normal(&[o, i], 0.0, s, rng),
             None => rng::uniform(&[o, i], -bound, bound, rng),
@@ -273,7 +278,12 @@ impl<F: Float> TransformerBlock<F> {
     }
 
     /// `dropout_rng = None` evaluates (no dropout); `Some` trains with dropout drawn from it.
-    pub fn forward_t(&self, x: &Tensor<F>, key_padding: Option<&ArrayD<bool>>, mut dropout_rng: Option<&mut Rng>) -> Tensor<F> {
+    pub fn forward_t(
+        &self,
+        x: &Tensor<F>,
+        key_padding: Option<&ArrayD<bool>>,
+        mut dropout_rng: Option<&mut Rng>,
+    ) -> Tensor<F> {
         let p = self.config.dropout;
         let mut drop = |y: Tensor<F>| match dropout_rng.as_deref_mut() {
             Some(r) if p > 0.0 => y.dropout(p, r),
@@ -308,7 +318,15 @@ pub struct Conv2d<F: Float = f32> {
 }
 
 impl<F: Float> Conv2d<F> {
-    pub fn new(p: &ParamPath<F>, in_ch: usize, out_ch: usize, kernel: usize, spec: Conv2dSpec, bias: bool, rng: &mut Rng) -> Self {
+    pub fn new(
+        p: &ParamPath<F>,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        spec: Conv2dSpec,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Self {
         let fan_in = in_ch * kernel * kernel;
         let bound = 1.0 / (fan_in as f64).sqrt();
         Conv2d {

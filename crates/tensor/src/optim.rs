@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{read_safetensors, write_safetensors, StoredTensor};
+use crate::checkpoint::{StoredTensor, read_safetensors, write_safetensors};
 use crate::{Error, Float, Grads, Params, Result};
 
 /// Per-parameter optimizer state.
@@ -80,9 +80,14 @@ impl<F: Float> OptimizerState<F> {
         let mut per_param: HashMap<String, ParamState<F>> =
             steps.into_iter().map(|(n, step)| (n, ParamState { step, buffers: BTreeMap::new() })).collect();
         for (key, t) in stored.tensors {
-            let (n, b) = key.rsplit_once('/').ok_or_else(|| bad(format!("tensor `{key}` is not `<param>/<buffer>`")))?;
+            let (n, b) =
+                key.rsplit_once('/').ok_or_else(|| bad(format!("tensor `{key}` is not `<param>/<buffer>`")))?;
             let a = t.to_float::<F>().map_err(|r| bad(format!("`{key}`: {r}")))?;
-            per_param.get_mut(n).ok_or_else(|| bad(format!("`{key}` has no step count")))?.buffers.insert(b.to_string(), a);
+            per_param
+                .get_mut(n)
+                .ok_or_else(|| bad(format!("`{key}` has no step count")))?
+                .buffers
+                .insert(b.to_string(), a);
         }
         Ok(OptimizerState { per_param })
     }
@@ -158,10 +163,18 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
             });
         }
     }
-    fn lr(&self) -> f64 { self.config.lr }
-    fn set_lr(&mut self, lr: f64) { self.config.lr = lr }
-    fn state(&self) -> &OptimizerState<F> { &self.state }
-    fn state_mut(&mut self) -> &mut OptimizerState<F> { &mut self.state }
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr
+    }
+    fn state(&self) -> &OptimizerState<F> {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut OptimizerState<F> {
+        &mut self.state
+    }
 }
 
 /// Adam / AdamW. `decoupled = true` is AdamW (weight decay applied to the weights, Loshchilov & Hutter);
@@ -237,10 +250,18 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             st.buffers.insert("v".into(), v);
         }
     }
-    fn lr(&self) -> f64 { self.config.lr }
-    fn set_lr(&mut self, lr: f64) { self.config.lr = lr }
-    fn state(&self) -> &OptimizerState<F> { &self.state }
-    fn state_mut(&mut self) -> &mut OptimizerState<F> { &mut self.state }
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr
+    }
+    fn state(&self) -> &OptimizerState<F> {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut OptimizerState<F> {
+        &mut self.state
+    }
 }
 
 /// Learning-rate multiplier as a function of the step (multiply the base LR by `factor(step)`).
@@ -249,14 +270,23 @@ impl<F: Float> Optimizer<F> for Adam<F> {
 pub enum Schedule {
     Constant,
     /// Linear warmup from 0 over `warmup` steps, then cosine decay to `min_factor` at `total`.
-    WarmupCosine { warmup: u64, total: u64, min_factor: f64 },
+    WarmupCosine {
+        warmup: u64,
+        total: u64,
+        min_factor: f64,
+    },
     /// Linear warmup, then linear decay to `min_factor` at `total`.
-    WarmupLinear { warmup: u64, total: u64, min_factor: f64 },
+    WarmupLinear {
+        warmup: u64,
+        total: u64,
+        min_factor: f64,
+    },
 }
 
 impl Schedule {
     pub fn factor(&self, step: u64) -> f64 {
-        let warm = |warmup: u64| if warmup > 0 && step < warmup { Some((step + 1) as f64 / warmup as f64) } else { None };
+        let warm =
+            |warmup: u64| if warmup > 0 && step < warmup { Some((step + 1) as f64 / warmup as f64) } else { None };
         match *self {
             Schedule::Constant => 1.0,
             Schedule::WarmupCosine { warmup, total, min_factor } => warm(warmup).unwrap_or_else(|| {

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use ndarray::ArrayD;
 
-use crate::checkpoint::{read_safetensors, write_safetensors, StoredTensor};
+use crate::checkpoint::{StoredTensor, read_safetensors, write_safetensors};
 use crate::tensor::{Inner, Tracking};
 use crate::{Error, Float, Result, Tensor, TensorId};
 
@@ -35,7 +35,11 @@ impl<F: Float> std::fmt::Debug for Var<F> {
 }
 
 fn make<F: Float>(id: TensorId, value: ArrayD<F>, trainable: bool) -> Tensor<F> {
-    if trainable { Tensor::leaf_with_id(id, value) } else { Tensor(Arc::new(Inner { id, value, tracking: Tracking::None })) }
+    if trainable {
+        Tensor::leaf_with_id(id, value)
+    } else {
+        Tensor(Arc::new(Inner { id, value, tracking: Tracking::None }))
+    }
 }
 
 impl<F: Float> Var<F> {
@@ -242,7 +246,8 @@ impl<F: Float> Params<F> {
                 return Err(Error::DuplicateParam(new.clone()));
             }
         }
-        let taken: Vec<(String, Var<F>)> = moves.iter().map(|(old, new)| (new.clone(), s.vars.remove(old).expect("listed"))).collect();
+        let taken: Vec<(String, Var<F>)> =
+            moves.iter().map(|(old, new)| (new.clone(), s.vars.remove(old).expect("listed"))).collect();
         for (new, var) in taken {
             s.vars.insert(new, var);
         }
@@ -337,12 +342,18 @@ pub struct LoadReport {
 }
 
 fn in_prefix(name: &str, prefix: &str) -> bool {
-    prefix.is_empty() || name == prefix || (name.starts_with(prefix) && name.as_bytes().get(prefix.len()) == Some(&b'.'))
+    prefix.is_empty()
+        || name == prefix
+        || (name.starts_with(prefix) && name.as_bytes().get(prefix.len()) == Some(&b'.'))
 }
 
 fn check_shape(name: &str, expected: &[usize], found: &[usize]) -> Result<()> {
     if expected != found {
-        return Err(Error::ShapeMismatch { name: name.to_string(), expected: expected.to_vec(), found: found.to_vec() });
+        return Err(Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        });
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The engine: what is recorded, accumulation, no-grad scopes, detaching.
 
-use strata_tensor::{no_grad, Params, Tensor};
+use strata_tensor::{Params, Tensor, no_grad};
 
 use crate::arr;
 
@@ -85,7 +85,12 @@ fn divergence_is_an_error_naming_the_step() {
 fn outputs_are_row_major() {
     // Large enough for the parallel paths.
     let x = Tensor::<f32>::new(strata_tensor::normal(&[64, 32, 48], 0.0, 1.0, &mut strata_tensor::seeded(0)));
-    for y in [x.permute(&[2, 0, 1]), x.transpose(0, 2).exp(), x.permute(&[1, 2, 0]).reshape(&[32, usize::MAX]), x.t().sigmoid()] {
+    for y in [
+        x.permute(&[2, 0, 1]),
+        x.transpose(0, 2).exp(),
+        x.permute(&[1, 2, 0]).reshape(&[32, usize::MAX]),
+        x.t().sigmoid(),
+    ] {
         assert!(y.value().is_standard_layout(), "shape {:?}", y.shape());
     }
     let p = x.permute(&[2, 0, 1]);

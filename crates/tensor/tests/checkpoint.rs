@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use strata_tensor::ndarray::{ArrayD, IxDyn};
-use strata_tensor::{read_safetensors, write_safetensors, Error, Params, StoredTensor};
+use strata_tensor::{Error, Params, StoredTensor, read_safetensors, write_safetensors};
 
 #[test]
 fn params_round_trip_exactly() {
@@ -29,7 +29,12 @@ fn f64_and_i64_round_trip() {
     let path = dir.path().join("x.safetensors");
     let f = ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.0f64 / 3.0, -1e300]).unwrap();
     let i = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1i64, -7, i64::MAX]).unwrap();
-    write_safetensors(&path, &[("f".into(), StoredTensor::F64(f.clone())), ("i".into(), StoredTensor::I64(i.clone()))], None).unwrap();
+    write_safetensors(
+        &path,
+        &[("f".into(), StoredTensor::F64(f.clone())), ("i".into(), StoredTensor::I64(i.clone()))],
+        None,
+    )
+    .unwrap();
     let back = read_safetensors(&path).unwrap();
     assert_eq!(back.get("f"), Some(&StoredTensor::F64(f)));
     assert_eq!(back.get("i"), Some(&StoredTensor::I64(i)));
@@ -63,8 +68,16 @@ fn corrupt_and_truncated_files_are_errors_naming_the_file() {
         ("empty", vec![]),
         ("short", bytes[..5].to_vec()),
         ("truncated", bytes[..bytes.len() - 10].to_vec()),
-        ("huge-header", { let mut b = bytes.clone(); b[..8].copy_from_slice(&u64::MAX.to_le_bytes()); b }),
-        ("garbage-header", { let mut b = bytes.clone(); b[8..20].fill(b'#'); b }),
+        ("huge-header", {
+            let mut b = bytes.clone();
+            b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+            b
+        }),
+        ("garbage-header", {
+            let mut b = bytes.clone();
+            b[8..20].fill(b'#');
+            b
+        }),
     ];
     for (name, data) in cases {
         let path = dir.path().join(format!("{name}.safetensors"));
@@ -90,9 +103,14 @@ fn loads_huggingface_minilm() {
     let Some(dir) = data_dir() else { return };
     let path = dir.join("all-MiniLM-L6-v2").join("model.safetensors");
     let st = read_safetensors(&path).unwrap_or_else(|e| panic!("{e}"));
-    let emb = st.tensors.iter().find(|(n, _)| n.ends_with("embeddings.word_embeddings.weight")).expect("word embeddings");
+    let emb =
+        st.tensors.iter().find(|(n, _)| n.ends_with("embeddings.word_embeddings.weight")).expect("word embeddings");
     assert_eq!(emb.1.shape(), [30522, 384]);
-    let q = st.tensors.iter().find(|(n, _)| n.ends_with("encoder.layer.0.attention.self.query.weight")).expect("layer 0 query");
+    let q = st
+        .tensors
+        .iter()
+        .find(|(n, _)| n.ends_with("encoder.layer.0.attention.self.query.weight"))
+        .expect("layer 0 query");
     assert_eq!(q.1.shape(), [384, 384]);
     let w = q.1.to_float::<f32>().unwrap();
     assert!(w.iter().all(|x| x.is_finite()) && w.iter().any(|&x| x != 0.0));

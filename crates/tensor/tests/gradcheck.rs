@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use strata_tensor::gradcheck::check;
 use strata_tensor::ndarray::{ArrayD, Dimension, IxDyn};
-use strata_tensor::{seeded, Conv2dSpec, GeluApprox, Tensor};
+use strata_tensor::{Conv2dSpec, GeluApprox, Tensor, seeded};
 
 use crate::arr;
 
@@ -14,7 +14,11 @@ const TOL: f64 = 1e-6;
 #[track_caller]
 fn assert_grad(inputs: &[ArrayD<f64>], f: impl Fn(&[Tensor<f64>]) -> Tensor<f64>) {
     let r = check(inputs, EPS, f);
-    assert!(r.max_error < TOL, "gradient mismatch: {r:?} (input shapes {:?})", inputs.iter().map(|a| a.shape()).collect::<Vec<_>>());
+    assert!(
+        r.max_error < TOL,
+        "gradient mismatch: {r:?} (input shapes {:?})",
+        inputs.iter().map(|a| a.shape()).collect::<Vec<_>>()
+    );
 }
 
 /// A shape of rank 1..=max_rank with dims 1..=max_dim and values in [lo, hi].
@@ -36,7 +40,8 @@ fn away_from_zero(shape: Vec<usize>, lo: f64, hi: f64) -> impl Strategy<Value = 
 fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     (prop::collection::vec(1usize..4, 1..4), any::<u8>(), 0usize..3).prop_map(|(a, ones, drop)| {
         let drop = drop.min(a.len() - 1);
-        let b: Vec<usize> = a[drop..].iter().enumerate().map(|(i, &d)| if ones >> i & 1 == 1 { 1 } else { d }).collect();
+        let b: Vec<usize> =
+            a[drop..].iter().enumerate().map(|(i, &d)| if ones >> i & 1 == 1 { 1 } else { d }).collect();
         if ones & 0x80 != 0 { (b, a) } else { (a, b) }
     })
 }
@@ -308,9 +313,7 @@ fn bilinear_matches_pytorch_align_corners_false() {
     // torch.nn.functional.interpolate(x, size=(4, 4), mode="bilinear", align_corners=False) of [[1, 2], [3, 4]]
     let x = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]);
     let y = x.upsample_bilinear2d(4, 4).to_vec();
-    let want = [
-        1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0,
-    ];
+    let want = [1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0];
     assert_eq!(y, want);
 }
 

@@ -1,7 +1,7 @@
 //! f64 linear algebra, checked by reconstruction.
 
 use strata_tensor::linalg::{cholesky, eigh, pinv, solve};
-use strata_tensor::ndarray::{array, Array2};
+use strata_tensor::ndarray::{Array2, array};
 
 fn spd() -> Array2<f64> {
     array![[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]]

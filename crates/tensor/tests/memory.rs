@@ -3,7 +3,7 @@
 
 use strata_tensor::nn::{Activation, Mlp, Module};
 use strata_tensor::optim::{Adam, AdamConfig, Optimizer};
-use strata_tensor::{live_graph_nodes, normal, seeded, Params, Tensor};
+use strata_tensor::{Params, Tensor, live_graph_nodes, normal, seeded};
 
 #[test]
 fn graph_is_freed_every_step() {

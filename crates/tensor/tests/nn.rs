@@ -2,12 +2,24 @@
 
 use strata_tensor::gradcheck::check_params;
 use strata_tensor::ndarray::{ArrayD, IxDyn};
-use strata_tensor::nn::{Activation, BlockConfig, Conv2d, Linear, Mlp, Module, MultiHeadAttention, NormPlacement, TransformerBlock};
+use strata_tensor::nn::{
+    Activation, BlockConfig, Conv2d, Linear, Mlp, Module, MultiHeadAttention, NormPlacement, TransformerBlock,
+};
 use strata_tensor::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
-use strata_tensor::{argmax_rows, normal, seeded, Conv2dSpec, Params, Tensor};
+use strata_tensor::{Conv2dSpec, Params, Tensor, argmax_rows, normal, seeded};
 
 fn block_config(norm: NormPlacement, causal: bool) -> BlockConfig {
-    BlockConfig { d_model: 8, n_heads: 2, d_ff: 12, causal, norm, activation: Activation::Gelu, dropout: 0.0, ln_eps: 1e-5, init_std: 0.3 }
+    BlockConfig {
+        d_model: 8,
+        n_heads: 2,
+        d_ff: 12,
+        causal,
+        norm,
+        activation: Activation::Gelu,
+        dropout: 0.0,
+        ln_eps: 1e-5,
+        init_std: 0.3,
+    }
 }
 
 #[test]
@@ -22,7 +34,9 @@ fn transformer_blocks_gradcheck() {
         let (r, name) = check_params(&params, 1e-6, 20, || (&block.forward_t(&x, Some(&padding), None) * &w).sum_all());
         assert!(r.max_error < 1e-6, "{norm:?}: {name} {r:?}");
         // Input gradient too.
-        let r = strata_tensor::gradcheck::check(&[x.value().clone()], 1e-6, |t| block.forward_t(&t[0], Some(&padding), None));
+        let r = strata_tensor::gradcheck::check(&[x.value().clone()], 1e-6, |t| {
+            block.forward_t(&t[0], Some(&padding), None)
+        });
         assert!(r.max_error < 1e-6, "{norm:?} input: {r:?}");
     }
 }
@@ -126,7 +140,17 @@ fn conv_net_separates_a_toy_set() {
 fn params_store_by_name() {
     let params = Params::<f32>::new();
     let mut rng = seeded(0);
-    let cfg = BlockConfig { d_model: 8, n_heads: 2, d_ff: 16, causal: true, norm: NormPlacement::PreLn, activation: Activation::Gelu, dropout: 0.0, ln_eps: 1e-5, init_std: 0.02 };
+    let cfg = BlockConfig {
+        d_model: 8,
+        n_heads: 2,
+        d_ff: 16,
+        causal: true,
+        norm: NormPlacement::PreLn,
+        activation: Activation::Gelu,
+        dropout: 0.0,
+        ln_eps: 1e-5,
+        init_std: 0.02,
+    };
     for i in 0..2 {
         TransformerBlock::new(&params.root().sub("blocks").sub(i), &cfg, &mut rng);
     }

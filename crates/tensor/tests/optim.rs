@@ -1,6 +1,6 @@
 //! Optimizers against hand-computed updates; schedules; state by name.
 
-use strata_tensor::optim::{Adam, AdamConfig, OptimizerState, Optimizer, Sgd, SgdConfig};
+use strata_tensor::optim::{Adam, AdamConfig, Optimizer, OptimizerState, Sgd, SgdConfig};
 use strata_tensor::{Params, Schedule};
 
 use crate::arr;

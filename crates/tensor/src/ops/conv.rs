@@ -22,12 +22,25 @@ impl Default for Conv2dSpec {
 
 #[derive(Clone, Copy)]
 struct Geom {
-    n: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize, oh: usize, ow: usize, stride: usize, pad: usize,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: usize,
+    pad: usize,
 }
 
 impl Geom {
-    fn cols(&self) -> usize { self.c * self.kh * self.kw }
-    fn positions(&self) -> usize { self.oh * self.ow }
+    fn cols(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
 }
 
 /// im2col with one row per output position: `[n * oh * ow, c * kh * kw]`.
@@ -123,7 +136,12 @@ impl<F: Float> Tensor<F> {
     /// `bias: [o]`. Returns `[n, o, oh, ow]`.
     #[track_caller]
     pub fn conv2d(&self, weight: &Tensor<F>, bias: Option<&Tensor<F>>, spec: Conv2dSpec) -> Tensor<F> {
-        assert!(self.ndim() == 4 && weight.ndim() == 4, "conv2d: input {:?}, weight {:?} must be 4-d", self.shape(), weight.shape());
+        assert!(
+            self.ndim() == 4 && weight.ndim() == 4,
+            "conv2d: input {:?}, weight {:?} must be 4-d",
+            self.shape(),
+            weight.shape()
+        );
         let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
         let (o, wc, kh, kw) = (weight.shape()[0], weight.shape()[1], weight.shape()[2], weight.shape()[3]);
         assert_eq!(c, wc, "conv2d: input has {c} channels, weight expects {wc}");

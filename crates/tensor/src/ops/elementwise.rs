@@ -4,7 +4,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::{broadcast_or_panic, map, sum_to_shape, zip3_map, zip_map};
+use super::{broadcast_or_panic, map, sum_to_shape, zip_map, zip3_map};
 use crate::{Float, Tensor};
 
 /// Which formula `gelu` uses.
@@ -22,9 +22,9 @@ fn binary<F: Float>(
     b: &Tensor<F>,
     f: impl Fn(F, F) -> F + Sync + Send,
     backward: impl Fn(&ArrayD<F>, &ArrayD<F>, &ArrayD<F>, &[bool]) -> (Option<ArrayD<F>>, Option<ArrayD<F>>)
-        + Send
-        + Sync
-        + 'static,
+    + Send
+    + Sync
+    + 'static,
 ) -> Tensor<F> {
     broadcast_or_panic(op, a.shape(), b.shape());
     let value = zip_map(a.value(), b.value(), f);
@@ -49,48 +49,72 @@ fn unary<F: Float>(
 impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn add(&self, other: &Tensor<F>) -> Tensor<F> {
-        binary("add", self, other, |x, y| x + y, |g, _, _, n| {
-            (n[0].then(|| super::copy(g)), n[1].then(|| super::copy(g)))
-        })
+        binary(
+            "add",
+            self,
+            other,
+            |x, y| x + y,
+            |g, _, _, n| (n[0].then(|| super::copy(g)), n[1].then(|| super::copy(g))),
+        )
     }
 
     #[track_caller]
     pub fn sub(&self, other: &Tensor<F>) -> Tensor<F> {
-        binary("sub", self, other, |x, y| x - y, |g, _, _, n| {
-            (n[0].then(|| super::copy(g)), n[1].then(|| map(g, |v| -v)))
-        })
+        binary(
+            "sub",
+            self,
+            other,
+            |x, y| x - y,
+            |g, _, _, n| (n[0].then(|| super::copy(g)), n[1].then(|| map(g, |v| -v))),
+        )
     }
 
     #[track_caller]
     pub fn mul(&self, other: &Tensor<F>) -> Tensor<F> {
-        binary("mul", self, other, |x, y| x * y, |g, a, b, n| {
-            (n[0].then(|| zip_map(g, b, |g, b| g * b)), n[1].then(|| zip_map(g, a, |g, a| g * a)))
-        })
+        binary(
+            "mul",
+            self,
+            other,
+            |x, y| x * y,
+            |g, a, b, n| (n[0].then(|| zip_map(g, b, |g, b| g * b)), n[1].then(|| zip_map(g, a, |g, a| g * a))),
+        )
     }
 
     #[track_caller]
     pub fn div(&self, other: &Tensor<F>) -> Tensor<F> {
-        binary("div", self, other, |x, y| x / y, |g, a, b, n| {
-            let ga = n[0].then(|| zip_map(g, b, |g, b| g / b));
-            let gb = n[1].then(|| {
-                let gab = zip_map(g, a, |g, a| g * a);
-                zip_map(&gab, b, |ga, b| -ga / (b * b))
-            });
-            (ga, gb)
-        })
+        binary(
+            "div",
+            self,
+            other,
+            |x, y| x / y,
+            |g, a, b, n| {
+                let ga = n[0].then(|| zip_map(g, b, |g, b| g / b));
+                let gb = n[1].then(|| {
+                    let gab = zip_map(g, a, |g, a| g * a);
+                    zip_map(&gab, b, |ga, b| -ga / (b * b))
+                });
+                (ga, gb)
+            },
+        )
     }
 
     /// Elementwise maximum (the gradient goes to `self` on ties).
     #[track_caller]
     pub fn maximum(&self, other: &Tensor<F>) -> Tensor<F> {
-        binary("maximum", self, other, |x, y| if x >= y { x } else { y }, |g, a, b, n| {
-            let shape = g.shape().to_vec();
-            let av = a.broadcast(IxDyn(&shape)).expect("broadcast").to_owned();
-            let bv = b.broadcast(IxDyn(&shape)).expect("broadcast").to_owned();
-            let ga = n[0].then(|| zip3_map(g, &av, &bv, |g, a, b| if a >= b { g } else { F::zero() }));
-            let gb = n[1].then(|| zip3_map(g, &av, &bv, |g, a, b| if a >= b { F::zero() } else { g }));
-            (ga, gb)
-        })
+        binary(
+            "maximum",
+            self,
+            other,
+            |x, y| if x >= y { x } else { y },
+            |g, a, b, n| {
+                let shape = g.shape().to_vec();
+                let av = a.broadcast(IxDyn(&shape)).expect("broadcast").to_owned();
+                let bv = b.broadcast(IxDyn(&shape)).expect("broadcast").to_owned();
+                let ga = n[0].then(|| zip3_map(g, &av, &bv, |g, a, b| if a >= b { g } else { F::zero() }));
+                let gb = n[1].then(|| zip3_map(g, &av, &bv, |g, a, b| if a >= b { F::zero() } else { g }));
+                (ga, gb)
+            },
+        )
     }
 
     pub fn add_scalar(&self, s: F) -> Tensor<F> {
@@ -129,14 +153,30 @@ impl<F: Float> Tensor<F> {
 
     /// `|x|` (subgradient 0 at 0).
     pub fn abs(&self) -> Tensor<F> {
-        unary(self, |x| x.abs(), |x| if x > F::zero() { F::one() } else if x < F::zero() { -F::one() } else { F::zero() })
+        unary(
+            self,
+            |x| x.abs(),
+            |x| {
+                if x > F::zero() {
+                    F::one()
+                } else if x < F::zero() {
+                    -F::one()
+                } else {
+                    F::zero()
+                }
+            },
+        )
     }
 
     pub fn tanh(&self) -> Tensor<F> {
-        unary(self, |x| x.tanh(), |x| {
-            let t = x.tanh();
-            F::one() - t * t
-        })
+        unary(
+            self,
+            |x| x.tanh(),
+            |x| {
+                let t = x.tanh();
+                F::one() - t * t
+            },
+        )
     }
 
     pub fn sigmoid(&self) -> Tensor<F> {
@@ -181,7 +221,9 @@ impl<F: Float> Tensor<F> {
         let mask = mask.clone();
         Tensor::from_op(value, &[on_true, on_false], move |g, n| {
             let m = mask.broadcast(g.raw_dim()).expect("broadcast");
-            let pick = |keep: bool| ndarray::Zip::from(g).and(&m).par_map_collect(|&g, &m| if m == keep { g } else { F::zero() });
+            let pick = |keep: bool| {
+                ndarray::Zip::from(g).and(&m).par_map_collect(|&g, &m| if m == keep { g } else { F::zero() })
+            };
             vec![n[0].then(|| sum_to_shape(&pick(true), &ts)), n[1].then(|| sum_to_shape(&pick(false), &fs))]
         })
     }

@@ -66,7 +66,13 @@ impl<F: Float> Tensor<F> {
     /// same shape as the logits). Gradients flow to both.
     #[track_caller]
     pub fn cross_entropy_soft(&self, targets: &Tensor<F>) -> Tensor<F> {
-        assert_eq!(self.shape(), targets.shape(), "cross_entropy_soft: logits {:?} vs targets {:?}", self.shape(), targets.shape());
+        assert_eq!(
+            self.shape(),
+            targets.shape(),
+            "cross_entropy_soft: logits {:?} vs targets {:?}",
+            self.shape(),
+            targets.shape()
+        );
         let rows = (self.len() / self.shape().last().copied().unwrap_or(1).max(1)).max(1);
         let per_row = (targets * self.log_softmax(-1)).sum(&[-1], false);
         per_row.sum_all().mul_scalar(-F::one() / F::of(rows as f64))

@@ -1,7 +1,7 @@
 //! Matrix products: 2-D through BLAS, `[.., m, k] @ [k, n]` as one flattened BLAS call, and batched
 //! products (batch dims broadcast) as a parallel loop of single-threaded GEMMs.
 
-use ndarray::{linalg::general_mat_mul, ArrayD, Ix2, IxDyn};
+use ndarray::{ArrayD, Ix2, IxDyn, linalg::general_mat_mul};
 use rayon::prelude::*;
 
 use super::{broadcast_shapes, sum_to_shape};
@@ -47,7 +47,12 @@ fn block_len(len: usize) -> usize {
 
 /// `c = a @ b + beta * c` for 2-D views through BLAS; large products are split into blocks of output rows
 /// (or columns, whichever dimension is longer) computed in parallel.
-pub(crate) fn gemm_into<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayView2<F>, beta: F, c: &mut ndarray::Array2<F>) {
+pub(crate) fn gemm_into<F: Float>(
+    a: ndarray::ArrayView2<F>,
+    b: ndarray::ArrayView2<F>,
+    beta: F,
+    c: &mut ndarray::Array2<F>,
+) {
     runtime_setup();
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     let big = m * n * k >= 1 << 21 && m.max(n) >= 64;
@@ -130,10 +135,20 @@ pub(crate) fn batched_mm<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, 
         // SAFETY: offsets and strides stay inside the standard-layout slices; `c` is this batch's m*n block.
         unsafe {
             F::gemm_raw(
-                m, k, n, F::one(),
-                sa.as_ptr().add(off_a[i]), rsa, csa,
-                sb.as_ptr().add(off_b[i]), rsb, csb,
-                F::zero(), c.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                F::one(),
+                sa.as_ptr().add(off_a[i]),
+                rsa,
+                csa,
+                sb.as_ptr().add(off_b[i]),
+                rsb,
+                csb,
+                F::zero(),
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             )
         }
     };
@@ -170,15 +185,20 @@ impl<F: Float> Tensor<F> {
         assert!(ra >= 2 && rb >= 2, "matmul: needs rank >= 2, got {:?} @ {:?}", self.shape(), other.shape());
         let k = self.shape()[ra - 1];
         assert_eq!(
-            k, other.shape()[rb - 2],
-            "matmul: inner dimensions differ in {:?} @ {:?}", self.shape(), other.shape()
+            k,
+            other.shape()[rb - 2],
+            "matmul: inner dimensions differ in {:?} @ {:?}",
+            self.shape(),
+            other.shape()
         );
         if rb == 2 {
             return self.matmul_weight(other);
         }
         assert!(
             broadcast_shapes(&self.shape()[..ra - 2], &other.shape()[..rb - 2]).is_some(),
-            "matmul: batch dims of {:?} and {:?} do not broadcast", self.shape(), other.shape()
+            "matmul: batch dims of {:?} and {:?} do not broadcast",
+            self.shape(),
+            other.shape()
         );
         let v = batched_mm(self.value(), other.value(), false, false);
         let (ac, bc) = (self.clone(), other.clone());
@@ -207,7 +227,8 @@ impl<F: Float> Tensor<F> {
             let gx = needs[0].then(|| {
                 mm2(view2(&g2), view2(wc.value()).t()).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
             });
-            let gw = needs[1].then(|| mm2(view2(x2.as_ref().expect("kept for weight grad")).t(), view2(&g2)).into_dyn());
+            let gw =
+                needs[1].then(|| mm2(view2(x2.as_ref().expect("kept for weight grad")).t(), view2(&g2)).into_dyn());
             vec![gx, gw]
         })
     }
@@ -222,20 +243,27 @@ impl<F: Float> Tensor<F> {
         let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
         assert!(
             self.ndim() >= 1 && *self.shape().last().expect("rank >= 1") == in_f,
-            "linear: input {:?} does not end in {in_f} features", self.shape()
+            "linear: input {:?} does not end in {in_f} features",
+            self.shape()
         );
         if let Some(b) = bias {
             assert_eq!(b.shape(), [out_f], "linear: bias {:?} for {out_f} outputs", b.shape());
         }
         let rows = self.len() / in_f.max(1);
         // A contiguous input is used in place (and kept, not copied, for the weight gradient).
-        let x = if self.value().is_standard_layout() { self.clone() } else { Tensor::new(self.value().as_standard_layout().into_owned()) };
+        let x = if self.value().is_standard_layout() {
+            self.clone()
+        } else {
+            Tensor::new(self.value().as_standard_layout().into_owned())
+        };
         fn x2<F: Float>(x: &Tensor<F>, rows: usize, cols: usize) -> ndarray::ArrayView2<'_, F> {
             x.value().view().into_shape_with_order((rows, cols)).expect("standard layout")
         }
         let mut y = super::zeros::<F>(&[rows, out_f]).into_dimensionality::<Ix2>().expect("2-d");
         if let Some(b) = bias {
-            y.rows_mut().into_iter().for_each(|mut r| r.assign(&b.value().view().into_dimensionality::<ndarray::Ix1>().expect("1-d")));
+            y.rows_mut()
+                .into_iter()
+                .for_each(|mut r| r.assign(&b.value().view().into_dimensionality::<ndarray::Ix1>().expect("1-d")));
             gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::one(), &mut y);
         } else {
             gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::zero(), &mut y);
@@ -254,10 +282,10 @@ impl<F: Float> Tensor<F> {
         Tensor::from_op(v, &inputs, move |g, needs| {
             let g = g.as_standard_layout();
             let g2v = g.view().into_shape_with_order((rows, out_f)).expect("standard layout");
-            let gx = needs[0].then(|| {
-                mm2(g2v, view2(wc.value())).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
-            });
-            let gw = needs[1].then(|| mm2(g2v.t(), x2(x.as_ref().expect("kept for weight grad"), rows, in_f)).into_dyn());
+            let gx = needs[0]
+                .then(|| mm2(g2v, view2(wc.value())).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size"));
+            let gw =
+                needs[1].then(|| mm2(g2v.t(), x2(x.as_ref().expect("kept for weight grad"), rows, in_f)).into_dyn());
             let mut out = vec![gx, gw];
             if has_bias {
                 out.push(needs[2].then(|| column_sums(g2v)));
@@ -271,8 +299,11 @@ impl<F: Float> Tensor<F> {
 /// result does not depend on the thread count).
 fn column_sums<F: Float>(m: ndarray::ArrayView2<F>) -> ArrayD<F> {
     let cols = m.ncols();
-    let partial: Vec<ndarray::Array1<F>> =
-        m.axis_chunks_iter(ndarray::Axis(0), 256).into_par_iter().map(|block| block.sum_axis(ndarray::Axis(0))).collect();
+    let partial: Vec<ndarray::Array1<F>> = m
+        .axis_chunks_iter(ndarray::Axis(0), 256)
+        .into_par_iter()
+        .map(|block| block.sum_axis(ndarray::Axis(0)))
+        .collect();
     let mut total = ndarray::Array1::<F>::zeros(cols);
     for p in partial {
         total += &p;

@@ -81,9 +81,11 @@ pub(crate) fn fill_vec<F: Float>(n: usize, f: impl Fn(usize, &mut [std::mem::May
 /// A zero array, filled in parallel (a serial memset of a large buffer would idle the other cores).
 pub(crate) fn zeros<F: Float>(shape: &[usize]) -> ArrayD<F> {
     let n = shape.iter().product();
-    let v = fill_vec(n, |_, c| c.iter_mut().for_each(|o| {
-        o.write(F::zero());
-    }));
+    let v = fill_vec(n, |_, c| {
+        c.iter_mut().for_each(|o| {
+            o.write(F::zero());
+        })
+    });
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("size")
 }
 
@@ -158,7 +160,10 @@ pub(crate) fn zip_map<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -
 
 /// Elementwise `f(a, b, c)` of three same-shape arrays.
 pub(crate) fn zip3_map<F: Float>(
-    a: &ArrayD<F>, b: &ArrayD<F>, c: &ArrayD<F>, f: impl Fn(F, F, F) -> F + Sync + Send,
+    a: &ArrayD<F>,
+    b: &ArrayD<F>,
+    c: &ArrayD<F>,
+    f: impl Fn(F, F, F) -> F + Sync + Send,
 ) -> ArrayD<F> {
     if a.len() >= PAR_THRESHOLD {
         Zip::from(a).and(b).and(c).par_map_collect(|&x, &y, &z| f(x, y, z))

@@ -4,7 +4,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use rand::RngExt;
 use rayon::prelude::*;
 
-use super::{axis_index, PAR_THRESHOLD};
+use super::{PAR_THRESHOLD, axis_index};
 use crate::{Float, Tensor};
 
 fn softmax_lane<F: Float>(src: ndarray::ArrayView1<F>, mut dst: ndarray::ArrayViewMut1<F>, log: bool) {
@@ -57,7 +57,11 @@ impl<F: Float> Tensor<F> {
                 let dot: F = g.iter().zip(y.iter()).map(|(&g, &y)| g * y).sum();
                 Zip::from(&mut d).and(&g).and(&y).for_each(|d, &g, &y| *d = y * (g - dot));
             };
-            if g.len() >= PAR_THRESHOLD { z.par_for_each(f) } else { z.for_each(f) }
+            if g.len() >= PAR_THRESHOLD {
+                z.par_for_each(f)
+            } else {
+                z.for_each(f)
+            }
             vec![Some(dx)]
         })
     }
@@ -76,7 +80,11 @@ impl<F: Float> Tensor<F> {
                 let s: F = g.sum();
                 Zip::from(&mut d).and(&g).and(&y).for_each(|d, &g, &y| *d = g - y.exp() * s);
             };
-            if g.len() >= PAR_THRESHOLD { z.par_for_each(f) } else { z.for_each(f) }
+            if g.len() >= PAR_THRESHOLD {
+                z.par_for_each(f)
+            } else {
+                z.for_each(f)
+            }
             vec![Some(dx)]
         })
     }
@@ -87,7 +95,9 @@ impl<F: Float> Tensor<F> {
         let d = *self.shape().last().expect("layer_norm on a 0-d tensor");
         assert!(
             weight.shape() == [d] && bias.shape() == [d],
-            "layer_norm: weight {:?} / bias {:?} for last dim {d}", weight.shape(), bias.shape()
+            "layer_norm: weight {:?} / bias {:?} for last dim {d}",
+            weight.shape(),
+            bias.shape()
         );
         let x = self.value().as_standard_layout().into_owned();
         let rows = x.len() / d.max(1);
@@ -194,8 +204,9 @@ impl<F: Float> Tensor<F> {
             return self.clone();
         }
         let scale = F::of(1.0 / (1.0 - p));
-        let mask: ArrayD<F> =
-            ArrayD::from_shape_simple_fn(self.value().raw_dim(), || if rng.random::<f64>() < p { F::zero() } else { scale });
+        let mask: ArrayD<F> = ArrayD::from_shape_simple_fn(self.value().raw_dim(), || {
+            if rng.random::<f64>() < p { F::zero() } else { scale }
+        });
         let v = super::zip_map(self.value(), &mask, |x, m| x * m);
         Tensor::from_op(v, &[self], move |g, _| vec![Some(super::zip_map(g, &mask, |g, m| g * m))])
     }
@@ -209,33 +220,37 @@ impl<F: Float> Tensor<F> {
         let d = *self.shape().last().expect("scaled_masked_softmax on a 0-d tensor");
         let x = self.value().as_standard_layout();
         let mask = mask.map(|m| {
-            m.broadcast(x.raw_dim())
-                .unwrap_or_else(|| panic!("scaled_masked_softmax: mask {:?} does not broadcast to {:?}", m.shape(), x.shape()))
+            m.broadcast(x.raw_dim()).unwrap_or_else(|| {
+                panic!("scaled_masked_softmax: mask {:?} does not broadcast to {:?}", m.shape(), x.shape())
+            })
         });
         let s = F::of(scale);
         let mut y = ArrayD::<F>::zeros(x.raw_dim());
-        let row = |mut yr: ndarray::ArrayViewMut1<F>, xr: ndarray::ArrayView1<F>, mr: Option<ndarray::ArrayView1<bool>>| {
-            let keep = |j: usize| mr.as_ref().is_none_or(|m| !m[j]);
-            let mut mx = F::neg_infinity();
-            for j in 0..d {
-                if keep(j) {
-                    mx = mx.max(xr[j] * s);
+        let row =
+            |mut yr: ndarray::ArrayViewMut1<F>, xr: ndarray::ArrayView1<F>, mr: Option<ndarray::ArrayView1<bool>>| {
+                let keep = |j: usize| mr.as_ref().is_none_or(|m| !m[j]);
+                let mut mx = F::neg_infinity();
+                for j in 0..d {
+                    if keep(j) {
+                        mx = mx.max(xr[j] * s);
+                    }
                 }
-            }
-            if mx == F::neg_infinity() {
-                return;
-            }
-            let mut sum = F::zero();
-            for j in 0..d {
-                let e = if keep(j) { (xr[j] * s - mx).exp_fast() } else { F::zero() };
-                yr[j] = e;
-                sum += e;
-            }
-            let inv = F::one() / sum;
-            yr.mapv_inplace(|e| e * inv);
-        };
+                if mx == F::neg_infinity() {
+                    return;
+                }
+                let mut sum = F::zero();
+                for j in 0..d {
+                    let e = if keep(j) { (xr[j] * s - mx).exp_fast() } else { F::zero() };
+                    yr[j] = e;
+                    sum += e;
+                }
+                let inv = F::one() / sum;
+                yr.mapv_inplace(|e| e * inv);
+            };
         match &mask {
-            Some(m) => Zip::from(y.rows_mut()).and(x.rows()).and(m.rows()).par_for_each(|yr, xr, mr| row(yr, xr, Some(mr))),
+            Some(m) => {
+                Zip::from(y.rows_mut()).and(x.rows()).and(m.rows()).par_for_each(|yr, xr, mr| row(yr, xr, Some(mr)))
+            }
             None => Zip::from(y.rows_mut()).and(x.rows()).par_for_each(|yr, xr| row(yr, xr, None)),
         }
         let yc = y.clone();

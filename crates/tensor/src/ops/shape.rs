@@ -59,7 +59,9 @@ impl<F: Float> Tensor<F> {
         for (i, &a) in axes.iter().enumerate() {
             inverse[a] = i;
         }
-        Tensor::from_op(v, &[self], move |g, _| vec![Some(super::standard_copy(g.view().permuted_axes(IxDyn(&inverse))))])
+        Tensor::from_op(v, &[self], move |g, _| {
+            vec![Some(super::standard_copy(g.view().permuted_axes(IxDyn(&inverse))))]
+        })
     }
 
     /// Swaps two axes (negative counts from the end).
@@ -121,8 +123,9 @@ impl<F: Float> Tensor<F> {
         assert!(!tensors.is_empty(), "concat of no tensors");
         let a = axis_index("concat", axis, tensors[0].ndim());
         let views: Vec<_> = tensors.iter().map(|t| t.value().view()).collect();
-        let v = ndarray::concatenate(Axis(a), &views)
-            .unwrap_or_else(|e| panic!("concat: shapes {:?}: {e}", tensors.iter().map(|t| t.shape()).collect::<Vec<_>>()));
+        let v = ndarray::concatenate(Axis(a), &views).unwrap_or_else(|e| {
+            panic!("concat: shapes {:?}: {e}", tensors.iter().map(|t| t.shape()).collect::<Vec<_>>())
+        });
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[a]).collect();
         Tensor::from_op(v, tensors, move |g, needs| {
             let mut start = 0;
@@ -175,19 +178,23 @@ impl<F: Float> Tensor<F> {
         let a = axis_index("gather", axis, self.ndim());
         assert_eq!(index.ndim(), self.ndim(), "gather: index rank");
         for d in 0..self.ndim() {
-            assert!(d == a || index.shape()[d] == self.shape()[d], "gather: index shape {:?} vs {:?}", index.shape(), self.shape());
+            assert!(
+                d == a || index.shape()[d] == self.shape()[d],
+                "gather: index shape {:?} vs {:?}",
+                index.shape(),
+                self.shape()
+            );
         }
         let n = self.shape()[a];
         assert!(index.iter().all(|&i| i < n), "gather: index out of range for axis size {n}");
         let mut v = ArrayD::<F>::zeros(index.raw_dim());
-        Zip::from(v.lanes_mut(Axis(a)))
-            .and(index.lanes(Axis(a)))
-            .and(self.value().lanes(Axis(a)))
-            .for_each(|mut o, idx, src| {
+        Zip::from(v.lanes_mut(Axis(a))).and(index.lanes(Axis(a))).and(self.value().lanes(Axis(a))).for_each(
+            |mut o, idx, src| {
                 for (o, &i) in o.iter_mut().zip(idx.iter()) {
                     *o = src[i];
                 }
-            });
+            },
+        );
         let in_shape = self.shape().to_vec();
         let index = index.clone();
         Tensor::from_op(v, &[self], move |g, _| {
@@ -214,4 +221,3 @@ impl<F: Float> Tensor<F> {
         Tensor::new(v)
     }
 }
-
