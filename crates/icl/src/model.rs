@@ -222,7 +222,13 @@ pub fn lsa_layer_fused<F: Float>(z: &Tensor<F>, p: &Tensor<F>, q: &Tensor<F>) ->
     let per = d1 * n1;
     let zs = zv.as_slice().expect("standard");
     let mut out = vec![F::zero(); zs.len()];
-    out.par_chunks_mut(per).zip(zs.par_chunks(per)).for_each(|(o, zb)| lsa_forward(zb, &ps, &qs, d1, n1, inv_n, o));
+    // G, P G and H of every prompt, kept for the backward pass.
+    let cached = 3 * d1 * d1;
+    let mut cache = vec![F::zero(); b * cached];
+    out.par_chunks_mut(per)
+        .zip(zs.par_chunks(per))
+        .zip(cache.par_chunks_mut(cached))
+        .for_each(|((o, zb), c)| lsa_forward(zb, &ps, &qs, d1, n1, inv_n, o, c));
     let value = ArrayD::from_shape_vec(IxDyn(&[b, d1, n1]), out).expect("size");
     Tensor::custom_op(value, &[z, p, q], move |g, needs| {
         let zs = zv.as_slice().expect("standard");
@@ -234,12 +240,14 @@ pub fn lsa_layer_fused<F: Float>(z: &Tensor<F>, p: &Tensor<F>, q: &Tensor<F>) ->
         let parts: Vec<(Vec<F>, Vec<F>, Vec<F>)> = zs
             .par_chunks(per * BLOCK)
             .zip(gs.par_chunks(per * BLOCK))
-            .map(|(zblock, gblock)| {
+            .zip(cache.par_chunks(cached * BLOCK))
+            .map(|((zblock, gblock), cblock)| {
                 let mut dz = vec![F::zero(); zblock.len()];
                 let mut dp = vec![F::zero(); d1 * d1];
                 let mut dq = vec![F::zero(); d1 * d1];
-                for ((zb, gb), dzb) in zblock.chunks(per).zip(gblock.chunks(per)).zip(dz.chunks_mut(per)) {
-                    lsa_backward(zb, gb, &ps, &qs, (&pt, &qt), d1, n1, inv_n, dzb, &mut dp, &mut dq);
+                let prompts = zblock.chunks(per).zip(gblock.chunks(per)).zip(cblock.chunks(cached));
+                for (((zb, gb), cb), dzb) in prompts.zip(dz.chunks_mut(per)) {
+                    lsa_backward(zb, gb, cb, (&pt, &qt), d1, n1, inv_n, dzb, &mut dp, &mut dq);
                 }
                 (dz, dp, dq)
             })
@@ -249,8 +257,8 @@ pub fn lsa_layer_fused<F: Float>(z: &Tensor<F>, p: &Tensor<F>, q: &Tensor<F>) ->
         let mut dq = vec![F::zero(); d1 * d1];
         for (z_part, p_part, q_part) in parts {
             dz.extend_from_slice(&z_part);
-            dp.iter_mut().zip(&p_part).for_each(|(a, b)| *a += *b);
-            dq.iter_mut().zip(&q_part).for_each(|(a, b)| *a += *b);
+            add_into(&mut dp, &p_part);
+            add_into(&mut dq, &q_part);
         }
         vec![
             needs[0].then(|| ArrayD::from_shape_vec(IxDyn(&[b, d1, n1]), dz).expect("size")),
@@ -262,8 +270,11 @@ pub fn lsa_layer_fused<F: Float>(z: &Tensor<F>, p: &Tensor<F>, q: &Tensor<F>) ->
 
 /// Forward of one prompt: `o = Z - (1/n) H Z`, as row updates (axpy over the tokens vectorises; a dot
 /// product would not).
-fn lsa_forward<F: Float>(zb: &[F], p: &[F], q: &[F], d1: usize, n1: usize, inv_n: F, o: &mut [F]) {
-    let h = lsa_h(zb, p, q, d1, n1);
+#[allow(clippy::too_many_arguments)]
+fn lsa_forward<F: Float>(zb: &[F], p: &[F], q: &[F], d1: usize, n1: usize, inv_n: F, o: &mut [F], cache: &mut [F]) {
+    let g = lsa_g(zb, d1, n1);
+    let pg = small_mm(p, &g, d1);
+    let h = small_mm(&pg, q, d1);
     o.copy_from_slice(zb);
     for i in 0..d1 {
         let row = &mut o[i * n1..(i + 1) * n1];
@@ -272,6 +283,10 @@ fn lsa_forward<F: Float>(zb: &[F], p: &[F], q: &[F], d1: usize, n1: usize, inv_n
             row.iter_mut().zip(&zb[k * n1..(k + 1) * n1]).for_each(|(r, &z)| *r -= w * z);
         }
     }
+    let dd = d1 * d1;
+    cache[..dd].copy_from_slice(&g);
+    cache[dd..2 * dd].copy_from_slice(&pg);
+    cache[2 * dd..].copy_from_slice(&h);
 }
 
 /// `G = Z M Z^T` (the query column excluded) of one prompt, row-major `d1 x d1`.
@@ -327,18 +342,12 @@ fn small_mm<F: Float>(a: &[F], b: &[F], d: usize) -> Vec<F> {
     c
 }
 
-/// `H = P G Q` of one prompt.
-fn lsa_h<F: Float>(zb: &[F], p: &[F], q: &[F], d1: usize, n1: usize) -> Vec<F> {
-    small_mm(&small_mm(p, &lsa_g(zb, d1, n1), d1), q, d1)
-}
-
-/// Backward of one prompt: adds into `dz` (this prompt's slot), `dp` and `dq`.
+/// Backward of one prompt from its cached `G`, `P G`, `H`: adds into `dz` (this prompt's slot), `dp` and `dq`.
 #[allow(clippy::too_many_arguments)]
 fn lsa_backward<F: Float>(
     zb: &[F],
     gb: &[F],
-    p: &[F],
-    q: &[F],
+    cache: &[F],
     transposes: (&[F], &[F]),
     d1: usize,
     n1: usize,
@@ -347,9 +356,8 @@ fn lsa_backward<F: Float>(
     dp: &mut [F],
     dq: &mut [F],
 ) {
-    let g = lsa_g(zb, d1, n1);
-    let pg = small_mm(p, &g, d1);
-    let h = small_mm(&pg, q, d1);
+    let dd = d1 * d1;
+    let (g, pg, h) = (&cache[..dd], &cache[dd..2 * dd], &cache[2 * dd..]);
     // Y = Z - (1/n) H Z: dZ = dY - (1/n) H^T dY, dH = -(1/n) dY Z^T.
     dz.copy_from_slice(gb);
     for k in 0..d1 {
@@ -369,11 +377,11 @@ fn lsa_backward<F: Float>(
     }
     // H = (P G) Q: dQ += (P G)^T dH = G P^T dH (G symmetric), d(PG) = dH Q^T.
     let (pt, qt) = transposes;
-    let pgt = small_mm(&g, pt, d1);
+    let pgt = transpose(pg, d1);
     add_into(dq, &small_mm(&pgt, &dh, d1));
     let dpg = small_mm(&dh, qt, d1);
     // PG = P G: dP += d(PG) G^T = d(PG) G, dG = P^T d(PG).
-    add_into(dp, &small_mm(&dpg, &g, d1));
+    add_into(dp, &small_mm(&dpg, g, d1));
     let dg = small_mm(pt, &dpg, d1);
     // G = Zm Z^T: dZ[i, c] += sum_j (dG[i, j] + dG[j, i]) Z[j, c] for the example columns c < n.
     for i in 0..d1 {

@@ -1,7 +1,7 @@
 //! Prompt samplers for in-context linear regression.
 
 use serde::{Deserialize, Serialize};
-use tensor::ndarray::{Array1, Array2, Array3, ArrayD, IxDyn, s};
+use tensor::ndarray::{Array1, Array2, Array3, s};
 use tensor::{Float, Rng, Tensor};
 
 use crate::error::{Result, invalid};
@@ -125,18 +125,14 @@ impl Prompts {
     /// Token matrices `Z: [batch, d+1, n+1]`, query last with its label hidden (zero).
     pub fn tokens<F: Float>(&self) -> Tensor<F> {
         let (b, n1, d) = self.x.dim();
-        let z = ArrayD::from_shape_fn(IxDyn(&[b, d + 1, n1]), |ix| {
-            let (bi, r, c) = (ix[0], ix[1], ix[2]);
-            let v = if r < d {
-                self.x[[bi, c, r]]
-            } else if c + 1 < n1 {
-                self.y[[bi, c]]
-            } else {
-                0.0
-            };
-            F::of(v)
-        });
-        Tensor::new(z)
+        let mut z = Vec::with_capacity(b * (d + 1) * n1);
+        for bi in 0..b {
+            for r in 0..d {
+                z.extend((0..n1).map(|c| F::of(self.x[[bi, c, r]])));
+            }
+            z.extend((0..n1).map(|c| if c + 1 < n1 { F::of(self.y[[bi, c]]) } else { F::zero() }));
+        }
+        Tensor::from_vec(z, &[b, d + 1, n1])
     }
 
     /// The query labels, `[batch]`.
@@ -208,24 +204,29 @@ pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> 
         Covariance::Fixed { basis_seed, .. } => Some(haar_orthogonal(d, &mut tensor::seeded(*basis_seed))),
         _ => None,
     };
+    let identity = Array2::eye(d);
     let mut x = Array3::zeros((batch, n + 1, d));
     let mut y = Array2::zeros((batch, n + 1));
+    let mut g = Array1::zeros(d);
     for b in 0..batch {
+        let random_basis;
         let (u, mut lambda) = match &cfg.covariance {
-            Covariance::Identity => (Array2::eye(d), vec![1.0; d]),
-            Covariance::Fixed { eigenvalues, .. } => (fixed_basis.clone().expect("built above"), eigenvalues.clone()),
+            Covariance::Identity => (&identity, vec![1.0; d]),
+            Covariance::Fixed { eigenvalues, .. } => (fixed_basis.as_ref().expect("built above"), eigenvalues.clone()),
             Covariance::RandomCondition { kappa } => {
+                random_basis = haar_orthogonal(d, rng);
                 let spectrum = log_uniform_spectrum(d, *kappa, rng).into_iter().map(|l| l / kappa).collect();
-                (haar_orthogonal(d, rng), spectrum)
+                (&random_basis, spectrum)
             }
         };
         apply_shift(&mut lambda, cfg.shift);
+        let sqrt_lambda: Vec<f64> = lambda.iter().map(|l| l.sqrt()).collect();
         // w in the eigenbasis: N(0, I) or N(0, diag(1/lambda)).
         let w_eig: Array1<f64> = Array1::from_shape_fn(d, |i| {
             let g = gaussian(rng);
             match cfg.prior {
                 WeightPrior::Isotropic => g,
-                WeightPrior::InverseCovariance => g / lambda[i].sqrt(),
+                WeightPrior::InverseCovariance => g / sqrt_lambda[i],
             }
         });
         let w = match cfg.prior {
@@ -234,11 +235,11 @@ pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> 
             WeightPrior::InverseCovariance => u.dot(&w_eig),
         };
         for i in 0..=n {
-            let g = Array1::from_shape_fn(d, |k| gaussian(rng) * lambda[k].sqrt());
-            let xi = u.dot(&g);
+            g.iter_mut().zip(&sqrt_lambda).for_each(|(g, s)| *g = gaussian(rng) * s);
+            let mut xi = x.slice_mut(s![b, i, ..]);
+            tensor::ndarray::linalg::general_mat_vec_mul(1.0, u, &g, 0.0, &mut xi);
             let noise = if cfg.noise_std > 0.0 { cfg.noise_std * gaussian(rng) } else { 0.0 };
             y[[b, i]] = xi.dot(&w) + noise;
-            x.slice_mut(s![b, i, ..]).assign(&xi);
         }
     }
     Ok(Prompts { x, y, d, n })

@@ -46,39 +46,33 @@ fn block_len(len: usize) -> usize {
 }
 
 /// `c = a @ b + beta * c` for 2-D views through BLAS; large products are split into blocks of output rows
-/// (or columns, whichever dimension is longer) computed in parallel.
+/// computed in parallel (a wide output is handled as its transpose, `c^T = b^T a^T`, so its columns split).
 pub(crate) fn gemm_into<F: Float>(
     a: ndarray::ArrayView2<F>,
     b: ndarray::ArrayView2<F>,
     beta: F,
-    c: &mut ndarray::Array2<F>,
+    mut c: ndarray::ArrayViewMut2<F>,
 ) {
     runtime_setup();
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-    let big = m * n * k >= 1 << 21 && m.max(n) >= 64;
-    if big && m >= n {
+    if m * n * k < 1 << 21 || m.max(n) < 64 {
+        general_mat_mul(F::one(), &a, &b, beta, &mut c);
+    } else if m < n {
+        gemm_into(b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes());
+    } else {
         let rows = block_len(m);
         let a_blocks: Vec<_> = a.axis_chunks_iter(ndarray::Axis(0), rows).collect();
         c.axis_chunks_iter_mut(ndarray::Axis(0), rows)
             .into_par_iter()
             .zip(a_blocks.into_par_iter())
             .for_each(|(mut cb, ab)| general_mat_mul(F::one(), &ab, &b, beta, &mut cb));
-    } else if big {
-        let cols = block_len(n);
-        let b_blocks: Vec<_> = b.axis_chunks_iter(ndarray::Axis(1), cols).collect();
-        c.axis_chunks_iter_mut(ndarray::Axis(1), cols)
-            .into_par_iter()
-            .zip(b_blocks.into_par_iter())
-            .for_each(|(mut cb, bb)| general_mat_mul(F::one(), &a, &bb, beta, &mut cb));
-    } else {
-        general_mat_mul(F::one(), &a, &b, beta, c);
     }
 }
 
 /// `a @ b` for 2-D arrays through BLAS (ndarray picks sgemm/dgemm for contiguous or transposed layouts).
 pub(crate) fn mm2<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayView2<F>) -> ndarray::Array2<F> {
     let mut c = super::zeros::<F>(&[a.nrows(), b.ncols()]).into_dimensionality::<Ix2>().expect("2-d");
-    gemm_into(a, b, F::zero(), &mut c);
+    gemm_into(a, b, F::zero(), c.view_mut());
     c
 }
 
@@ -264,9 +258,9 @@ impl<F: Float> Tensor<F> {
             y.rows_mut()
                 .into_iter()
                 .for_each(|mut r| r.assign(&b.value().view().into_dimensionality::<ndarray::Ix1>().expect("1-d")));
-            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::one(), &mut y);
+            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::one(), y.view_mut());
         } else {
-            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::zero(), &mut y);
+            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::zero(), y.view_mut());
         }
         let mut out_shape = self.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 1") = out_f;

@@ -31,6 +31,22 @@ fn softmax_lane<F: Float>(src: ndarray::ArrayView1<F>, mut dst: ndarray::ArrayVi
     }
 }
 
+/// Backward of `y = softmax(scale * x)` along `axis`: `dx = scale * y * (g - sum(g * y))`.
+fn softmax_grad<F: Float>(g: &ArrayD<F>, y: &ArrayD<F>, axis: usize, scale: F) -> ArrayD<F> {
+    let mut dx = ArrayD::<F>::zeros(g.raw_dim());
+    let z = Zip::from(dx.lanes_mut(Axis(axis))).and(g.lanes(Axis(axis))).and(y.lanes(Axis(axis)));
+    let f = |mut d: ndarray::ArrayViewMut1<F>, g: ndarray::ArrayView1<F>, y: ndarray::ArrayView1<F>| {
+        let dot: F = g.iter().zip(y.iter()).map(|(&g, &y)| g * y).sum();
+        Zip::from(&mut d).and(&g).and(&y).for_each(|d, &g, &y| *d = scale * y * (g - dot));
+    };
+    if g.len() >= PAR_THRESHOLD {
+        z.par_for_each(f)
+    } else {
+        z.for_each(f)
+    }
+    dx
+}
+
 fn softmax_array<F: Float>(x: &ArrayD<F>, axis: usize, log: bool) -> ArrayD<F> {
     let mut out = ArrayD::<F>::zeros(x.raw_dim());
     let z = Zip::from(out.lanes_mut(Axis(axis))).and(x.lanes(Axis(axis)));
@@ -49,21 +65,7 @@ impl<F: Float> Tensor<F> {
         let a = axis_index("softmax", axis, self.ndim());
         let y = softmax_array(self.value(), a, false);
         let yc = y.clone();
-        Tensor::from_op(y, &[self], move |g, _| {
-            // dx = y * (g - sum(g * y))
-            let mut dx = ArrayD::<F>::zeros(g.raw_dim());
-            let z = Zip::from(dx.lanes_mut(Axis(a))).and(g.lanes(Axis(a))).and(yc.lanes(Axis(a)));
-            let f = |mut d: ndarray::ArrayViewMut1<F>, g: ndarray::ArrayView1<F>, y: ndarray::ArrayView1<F>| {
-                let dot: F = g.iter().zip(y.iter()).map(|(&g, &y)| g * y).sum();
-                Zip::from(&mut d).and(&g).and(&y).for_each(|d, &g, &y| *d = y * (g - dot));
-            };
-            if g.len() >= PAR_THRESHOLD {
-                z.par_for_each(f)
-            } else {
-                z.for_each(f)
-            }
-            vec![Some(dx)]
-        })
+        Tensor::from_op(y, &[self], move |g, _| vec![Some(softmax_grad(g, &yc, a, F::one()))])
     }
 
     /// Log-softmax along `axis`.
@@ -254,14 +256,8 @@ impl<F: Float> Tensor<F> {
             None => Zip::from(y.rows_mut()).and(x.rows()).par_for_each(|yr, xr| row(yr, xr, None)),
         }
         let yc = y.clone();
-        Tensor::from_op(y, &[self], move |g, _| {
-            // dx = scale * y * (g - sum(g * y)); masked entries have y = 0 and get no gradient.
-            let mut dx = ArrayD::<F>::zeros(g.raw_dim());
-            Zip::from(dx.rows_mut()).and(g.rows()).and(yc.rows()).par_for_each(|mut d, g, y| {
-                let dot: F = g.iter().zip(y.iter()).map(|(&g, &y)| g * y).sum();
-                Zip::from(&mut d).and(&g).and(&y).for_each(|d, &g, &y| *d = s * y * (g - dot));
-            });
-            vec![Some(dx)]
-        })
+        // Masked entries have y = 0 and so get no gradient.
+        let last = yc.ndim() - 1;
+        Tensor::from_op(y, &[self], move |g, _| vec![Some(softmax_grad(g, &yc, last, s))])
     }
 }
