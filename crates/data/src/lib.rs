@@ -1,0 +1,41 @@
+//! Datasets for Strata: a registry of every dataset a reproduction reads (files, sizes, SHA-256, canonical source,
+//! license), resolution of where the files live on this machine, checksum verification, and loaders.
+//!
+//! Resolution order, as in most ML tooling: an explicit directory, then the `STRATA_DATA` environment variable, then
+//! the user cache (`$XDG_CACHE_HOME/strata/data` or `~/.cache/strata/data`). Each dataset lives in a subfolder named
+//! after it (`mnist/`, `tinyshakespeare/`, ...). Nothing is downloaded: when the files are missing, the error says
+//! which files to fetch, from where, and where to put them.
+//!
+//! ```no_run
+//! let dir = strata_data::resolve("mnist", None)?;
+//! let mnist = strata_data::mnist::Mnist::load(&dir)?;
+//! let (images, labels) = mnist.test.batch(&[0, 1, 2]); // [3, 1, 28, 28] in [0, 1], and the labels
+//! # Ok::<(), strata_data::Error>(())
+//! ```
+
+pub mod mnist;
+mod registry;
+
+pub use registry::{DataFile, Dataset, REGISTRY, dataset, resolve, resolve_unverified, search_roots, verify};
+
+use std::path::PathBuf;
+
+/// Errors from finding, verifying and parsing dataset files. Each names the file (and line or byte offset) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown dataset `{0}` (known: {1})")]
+    UnknownDataset(String, String),
+    #[error(
+        "dataset `{name}` not found; looked in {searched}. Fetch {files} from {url} into <dir>/{name}/ and pass \
+             --data <dir> or set STRATA_DATA=<dir>"
+    )]
+    NotFound { name: String, searched: String, files: String, url: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: checksum mismatch: expected sha256 {expected}, found {found} (a corrupt or different file)")]
+    Checksum { path: PathBuf, expected: String, found: String },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

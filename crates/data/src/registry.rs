@@ -1,0 +1,167 @@
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// One file of a dataset, relative to the dataset's folder.
+#[derive(Debug, Clone, Copy)]
+pub struct DataFile {
+    pub path: &'static str,
+    pub bytes: u64,
+    pub sha256: &'static str,
+}
+
+/// A registered dataset: where it comes from and what its files must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Dataset {
+    pub name: &'static str,
+    pub url: &'static str,
+    pub license: &'static str,
+    pub files: &'static [DataFile],
+}
+
+const fn file(path: &'static str, bytes: u64, sha256: &'static str) -> DataFile {
+    DataFile { path, bytes, sha256 }
+}
+
+/// Every dataset Strata knows. Checksums are those of the canonical files (see each folder's README in
+/// `../shared/data`).
+pub const REGISTRY: &[Dataset] = &[
+    Dataset {
+        name: "mnist",
+        url: "http://yann.lecun.com/exdb/mnist/",
+        license: "CC BY-SA 3.0 (as commonly cited; Y. LeCun and C. Cortes)",
+        files: &[
+            file(
+                "train-images-idx3-ubyte.gz",
+                9912422,
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            ),
+            file(
+                "train-labels-idx1-ubyte.gz",
+                28881,
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            ),
+            file(
+                "t10k-images-idx3-ubyte.gz",
+                1648877,
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            ),
+            file("t10k-labels-idx1-ubyte.gz", 4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        ],
+    },
+    Dataset {
+        name: "tinyshakespeare",
+        url: "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        license: "public domain text; char-rnn repository MIT",
+        files: &[file("input.txt", 1115394, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")],
+    },
+    Dataset {
+        name: "wikitext-2",
+        url: "https://blog.salesforceairesearch.com/the-wikitext-long-term-dependency-language-modeling-dataset/",
+        license: "CC BY-SA 3.0 (Merity et al. 2016, Wikipedia)",
+        files: &[
+            file("train.txt", 10797148, "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f"),
+            file("valid.txt", 1121681, "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"),
+            file("test.txt", 1256449, "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"),
+        ],
+    },
+    Dataset {
+        name: "sst2",
+        url: "https://gluebenchmark.com/tasks (SST-2)",
+        license: "no explicit license (research use)",
+        files: &[
+            file("train.tsv", 3806081, "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1"),
+            file("dev.tsv", 94931, "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0"),
+        ],
+    },
+    Dataset {
+        name: "cr",
+        url: "https://github.com/harvardnlp/sent-conv-torch (CR)",
+        license: "no explicit license (research use)",
+        files: &[file("cr.tsv", 374097, "3c86e71501ccbc156ade0e8eb32e839dafd080347a1369d18314074e530c2224")],
+    },
+    Dataset {
+        name: "svamp",
+        url: "https://github.com/arkilpatel/SVAMP",
+        license: "MIT",
+        files: &[file("SVAMP.json", 339970, "5be77703a6d891ae476d7c082787ad361392aa02453b132516cdd5f4e7934e3e")],
+    },
+];
+
+/// Looks a dataset up by name.
+pub fn dataset(name: &str) -> Result<&'static Dataset> {
+    REGISTRY.iter().find(|d| d.name == name).ok_or_else(|| {
+        Error::UnknownDataset(name.into(), REGISTRY.iter().map(|d| d.name).collect::<Vec<_>>().join(", "))
+    })
+}
+
+/// The roots searched, in order: `explicit`, `$STRATA_DATA`, the user cache.
+pub fn search_roots(explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    roots.extend(explicit.map(Path::to_path_buf));
+    if let Some(env) = std::env::var_os("STRATA_DATA").filter(|v| !v.is_empty()) {
+        roots.push(PathBuf::from(env));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    roots.extend(cache.map(|c| c.join("strata").join("data")));
+    roots
+}
+
+/// Finds the dataset's folder (the first root holding all its files with the right sizes) without hashing.
+pub fn resolve_unverified(name: &str, explicit: Option<&Path>) -> Result<PathBuf> {
+    let ds = dataset(name)?;
+    let roots = search_roots(explicit);
+    for root in &roots {
+        let dir = root.join(ds.name);
+        let complete = ds.files.iter().all(|f| std::fs::metadata(dir.join(f.path)).is_ok_and(|m| m.len() == f.bytes));
+        if complete {
+            return Ok(dir);
+        }
+    }
+    Err(Error::NotFound {
+        name: ds.name.into(),
+        searched: roots.iter().map(|r| r.join(ds.name).display().to_string()).collect::<Vec<_>>().join(", "),
+        files: ds.files.iter().map(|f| f.path).collect::<Vec<_>>().join(", "),
+        url: ds.url.into(),
+    })
+}
+
+/// Finds the dataset's folder and checks every file's SHA-256.
+pub fn resolve(name: &str, explicit: Option<&Path>) -> Result<PathBuf> {
+    let dir = resolve_unverified(name, explicit)?;
+    verify(dataset(name)?, &dir)?;
+    Ok(dir)
+}
+
+/// Checks every file of `ds` under `dir` against its size and SHA-256.
+pub fn verify(ds: &Dataset, dir: &Path) -> Result<()> {
+    for f in ds.files {
+        let path = dir.join(f.path);
+        let found = sha256_file(&path)?;
+        if found != f.sha256 {
+            return Err(Error::Checksum { path, expected: f.sha256.into(), found });
+        }
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

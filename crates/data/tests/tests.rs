@@ -1,0 +1,113 @@
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use strata_data::mnist::{Mnist, parse_idx, read_idx};
+use strata_data::{Error, dataset, resolve, resolve_unverified, verify};
+
+fn shared_data() -> Option<PathBuf> {
+    std::env::var_os("STRATA_DATA").map(PathBuf::from).filter(|p| p.join("mnist").is_dir())
+}
+
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend(data);
+    b
+}
+
+fn write_gz(path: &Path, bytes: &[u8]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap();
+}
+
+#[test]
+fn idx_round_trip_and_errors() {
+    let ok = idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+    let idx = parse_idx(&ok).unwrap();
+    assert_eq!(idx.dims, vec![2, 3]);
+    assert_eq!(idx.data, vec![1, 2, 3, 4, 5, 6]);
+    // Truncated data, trailing data, wrong type, bad magic, short header.
+    assert!(parse_idx(&ok[..ok.len() - 1]).unwrap_err().contains("truncated"));
+    assert!(parse_idx(&[ok.clone(), vec![0]].concat()).unwrap_err().contains("trailing"));
+    let mut wrong_type = ok.clone();
+    wrong_type[2] = 0x0d;
+    assert!(parse_idx(&wrong_type).unwrap_err().contains("element type"));
+    let mut bad_magic = ok.clone();
+    bad_magic[0] = 1;
+    assert!(parse_idx(&bad_magic).unwrap_err().contains("magic"));
+    assert!(parse_idx(&ok[..6]).unwrap_err().contains("header"));
+}
+
+#[test]
+fn malformed_mnist_files_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gz(&dir.path().join("train-images-idx3-ubyte.gz"), &idx_bytes(&[2, 2, 2], &[0, 255, 0, 255, 1, 2, 3, 4]));
+    write_gz(&dir.path().join("train-labels-idx1-ubyte.gz"), &idx_bytes(&[2], &[3, 7]));
+    write_gz(&dir.path().join("t10k-images-idx3-ubyte.gz"), &idx_bytes(&[1, 2, 2], &[9, 9, 9, 9]));
+    // Label count mismatch in the test set.
+    write_gz(&dir.path().join("t10k-labels-idx1-ubyte.gz"), &idx_bytes(&[2], &[1, 2]));
+    let err = Mnist::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("t10k-labels") && err.contains("2 labels for 1 images"), "{err}");
+    // A label that is not a digit.
+    write_gz(&dir.path().join("t10k-labels-idx1-ubyte.gz"), &idx_bytes(&[1], &[12]));
+    let err = Mnist::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a digit"), "{err}");
+    // A corrupt gzip stream.
+    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), b"not gzip at all").unwrap();
+    let err = Mnist::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("gzip"), "{err}");
+    // A valid tiny set loads and scales to [0, 1].
+    write_gz(&dir.path().join("t10k-labels-idx1-ubyte.gz"), &idx_bytes(&[1], &[5]));
+    let m = Mnist::load(dir.path()).unwrap();
+    let (x, y) = m.train.batch(&[0, 1]);
+    assert_eq!(x.shape(), &[2, 1, 2, 2]);
+    assert_eq!(y, vec![3, 7]);
+    assert_eq!(x[[0, 0, 0, 1]], 1.0);
+    assert_eq!(m.test.labels, vec![5]);
+    // Missing file.
+    std::fs::remove_file(dir.path().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    assert!(matches!(Mnist::load(dir.path()), Err(Error::Io { .. })));
+}
+
+#[test]
+fn unknown_and_missing_datasets_say_what_to_do() {
+    assert!(matches!(dataset("imagenet"), Err(Error::UnknownDataset(..))));
+    let empty = tempfile::tempdir().unwrap();
+    // Only the explicit root can be controlled here; the error lists it and the files to fetch.
+    match resolve_unverified("mnist", Some(empty.path())) {
+        Err(Error::NotFound { searched, files, url, .. }) => {
+            assert!(searched.contains(&empty.path().join("mnist").display().to_string()));
+            assert!(files.contains("train-images-idx3-ubyte.gz") && url.starts_with("http"));
+        }
+        Ok(dir) => assert!(!dir.starts_with(empty.path()), "an empty folder cannot hold MNIST"),
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+#[test]
+fn checksum_mismatch_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset("tinyshakespeare").unwrap();
+    std::fs::write(dir.path().join("input.txt"), vec![b'a'; ds.files[0].bytes as usize]).unwrap();
+    assert!(matches!(verify(ds, dir.path()), Err(Error::Checksum { .. })));
+}
+
+#[test]
+fn shared_mnist_verifies_and_loads() {
+    let Some(root) = shared_data() else {
+        eprintln!("STRATA_DATA not set: skipping the real-MNIST test");
+        return;
+    };
+    let dir = resolve("mnist", Some(&root)).unwrap();
+    let m = Mnist::load(&dir).unwrap();
+    assert_eq!((m.train.len(), m.test.len(), m.train.rows, m.train.cols), (60000, 10000, 28, 28));
+    // The first training labels of MNIST are 5, 0, 4, 1, 9.
+    assert_eq!(&m.train.labels[..5], &[5, 0, 4, 1, 9]);
+    let mean = m.train.mean_pixel();
+    assert!((mean - 0.1307).abs() < 1e-3, "MNIST mean pixel {mean}");
+    assert!(read_idx(&dir.join("t10k-labels-idx1-ubyte.gz")).is_ok());
+}
