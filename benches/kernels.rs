@@ -93,5 +93,10 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matmul, rows_ops, attention, conv);
+criterion_group! {
+    name = benches;
+    // No plots: plotters' SVG text needs system fonts, which minimal machines lack.
+    config = Criterion::default().without_plots();
+    targets = matmul, rows_ops, attention, conv
+}
 criterion_main!(benches);

@@ -37,5 +37,10 @@ fn icl(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lm, cnn, icl);
+criterion_group! {
+    name = benches;
+    // No plots: plotters' SVG text needs system fonts, which minimal machines lack.
+    config = Criterion::default().without_plots();
+    targets = lm, cnn, icl
+}
 criterion_main!(benches);

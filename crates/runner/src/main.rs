@@ -48,6 +48,11 @@ fn experiments() -> Vec<Experiment> {
             about: "P1: loss against evaluation depth (and loops beyond training depth)",
             run: |c| Ok(icl::experiments::monotonicity(c)?),
         },
+        Experiment {
+            id: "saliency/complete-sound",
+            about: "P9: completeness and soundness of saliency methods on MNIST and synthetic shapes; TV/upsampling ablations",
+            run: |c| Ok(saliency::experiments::complete_sound(c)?),
+        },
     ]
 }
 

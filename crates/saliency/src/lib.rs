@@ -1,0 +1,218 @@
+//! Saliency maps and their intrinsic evaluation (P9: "staying intrinsic, complete and sound").
+//!
+//! Methods implement [`SaliencyMethod`] (images, a [`Classifier`], target labels -> one map per image, `[B, H, W]`,
+//! higher = more important); metrics implement [`SaliencyMetric`] (maps for the true labels, and for wrong labels
+//! where soundness needs them -> a curve and a scalar). What Captum and Quantus users expect is here (vanilla
+//! gradient, gradient x input, integrated gradients, SmoothGrad, occlusion, Grad-CAM; deletion/insertion, sparseness,
+//! localisation), plus P9's completeness and soundness and its simple masking method.
+//!
+//! ```no_run
+//! use strata_saliency::{ConvNet, ConvNetConfig, Completeness, Replacement, SaliencyMethod, SaliencyMetric, VanillaGradient};
+//! # fn demo(images: tensor::ndarray::ArrayD<f32>, labels: Vec<usize>) -> strata_saliency::Result<()> {
+//! let net = ConvNet::new(ConvNetConfig::small(1, 28, 28, 10), 0)?; // then `net.train(...)` or `ConvNet::load`
+//! net.freeze();
+//! let maps = VanillaGradient::default().attribute(&net, &images, &labels)?;
+//! let input = strata_saliency::MetricInput::new(&net, &images, &labels, &maps)?;
+//! let completeness = Completeness::new(vec![0.05, 0.1, 0.2], Replacement::Constant(0.13)).evaluate(&input)?;
+//! println!("completeness AUC {}", completeness.value);
+//! # Ok(()) }
+//! ```
+//!
+//! Maps are per pixel: methods that attribute each channel sum over channels (absolute values for gradient
+//! magnitudes), because every metric here ranks pixels.
+
+pub mod experiments;
+mod methods;
+mod metrics;
+mod model;
+pub mod synthetic;
+
+pub use methods::{
+    GradCam, GradientXInput, IntegratedGradients, MaskOptimisation, Occlusion, SaliencyMethod, SmoothGrad,
+    VanillaGradient, input_gradient,
+};
+pub use metrics::{
+    Completeness, Deletion, Insertion, LabelSensitivity, MetricInput, MetricResult, RelevanceMassAccuracy,
+    RelevanceRankAccuracy, SaliencyMetric, Soundness, Sparseness, keep_top_k, random_wrong_labels,
+};
+pub use model::{Classifier, ConvLayer, ConvNet, ConvNetConfig, TrainConfig, accuracy, probabilities};
+
+use serde::{Deserialize, Serialize};
+use tensor::ndarray::{ArrayD, Axis, IxDyn};
+
+/// Errors: bad shapes, arguments or configs, non-finite inputs, and failures of the layers below.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("non-finite values in {0}")]
+    NonFinite(String),
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Tensor(#[from] tensor::Error),
+    #[error(transparent)]
+    Data(#[from] data::Error),
+    #[error(transparent)]
+    Report(#[from] report::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Images `[N, C, H, W]` with integer labels.
+#[derive(Debug, Clone)]
+pub struct LabelledImages {
+    pub images: ArrayD<f32>,
+    pub labels: Vec<usize>,
+}
+
+impl LabelledImages {
+    pub fn new(images: ArrayD<f32>, labels: Vec<usize>) -> Result<Self> {
+        if images.ndim() != 4 || images.shape()[0] != labels.len() {
+            return Err(Error::Shape(format!("images {:?} for {} labels", images.shape(), labels.len())));
+        }
+        check_finite(&images, "images")?;
+        Ok(LabelledImages { images, labels })
+    }
+
+    /// From an MNIST split (pixels scaled to [0, 1]).
+    pub fn from_mnist(set: &data::mnist::ImageSet) -> Self {
+        let (images, labels) = set.batch(&(0..set.len()).collect::<Vec<_>>());
+        LabelledImages { images, labels }
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn batch(&self, indices: &[usize]) -> (ArrayD<f32>, Vec<usize>) {
+        (self.images.select(Axis(0), indices), indices.iter().map(|&i| self.labels[i]).collect())
+    }
+
+    /// The first `n` examples.
+    pub fn head(&self, n: usize) -> Self {
+        let idx: Vec<usize> = (0..n.min(self.len())).collect();
+        let (images, labels) = self.batch(&idx);
+        LabelledImages { images, labels }
+    }
+
+    /// Mean pixel value (the "dataset mean" replacement).
+    pub fn mean_pixel(&self) -> f32 {
+        self.images.mean().unwrap_or(0.0)
+    }
+
+    pub(crate) fn check_for(&self, model: &dyn Classifier) -> Result<()> {
+        check_images(model, &self.images)?;
+        check_labels(model, &self.labels, self.len())
+    }
+}
+
+/// What removed pixels are replaced with (P9: the choice changes rankings, so it is a parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replacement {
+    /// A constant, e.g. 0 or the dataset's mean pixel value.
+    Constant(f32),
+    /// The image itself under a Gaussian blur of this standard deviation (pixels).
+    Blur(f32),
+}
+
+impl Replacement {
+    pub fn zero() -> Self {
+        Replacement::Constant(0.0)
+    }
+
+    /// The replacement image for each of `images` (`[B, C, H, W]`).
+    pub fn fill(&self, images: &ArrayD<f32>) -> ArrayD<f32> {
+        match *self {
+            Replacement::Constant(v) => ArrayD::from_elem(images.raw_dim(), v),
+            Replacement::Blur(sigma) => gaussian_blur(images, sigma),
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Replacement::Constant(v) => format!("constant {v:.3}"),
+            Replacement::Blur(s) => format!("blur sigma {s}"),
+        }
+    }
+}
+
+/// Separable Gaussian blur of each channel, edges clamped.
+pub fn gaussian_blur(images: &ArrayD<f32>, sigma: f32) -> ArrayD<f32> {
+    if !(sigma > 0.0) {
+        return images.clone();
+    }
+    let radius = (3.0 * sigma).ceil() as isize;
+    let kernel: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let total: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    let s = images.shape();
+    let (h, w) = (s[2] as isize, s[3] as isize);
+    let mut out = images.as_standard_layout().into_owned();
+    let mut tmp = out.clone();
+    let src = out.as_slice_mut().expect("standard layout");
+    let dst = tmp.as_slice_mut().expect("standard layout");
+    let plane = (h * w) as usize;
+    for (p_src, p_dst) in src.chunks_mut(plane).zip(dst.chunks_mut(plane)) {
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (k, &kv) in kernel.iter().enumerate() {
+                    let xx = (x + k as isize - radius).clamp(0, w - 1);
+                    acc += kv * p_src[(y * w + xx) as usize];
+                }
+                p_dst[(y * w + x) as usize] = acc;
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (k, &kv) in kernel.iter().enumerate() {
+                    let yy = (y + k as isize - radius).clamp(0, h - 1);
+                    acc += kv * p_dst[(yy * w + x) as usize];
+                }
+                p_src[(y * w + x) as usize] = acc;
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn check_finite(a: &ArrayD<f32>, what: &str) -> Result<()> {
+    match a.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::NonFinite(format!("{what} (flat index {i})"))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn check_images(model: &dyn Classifier, images: &ArrayD<f32>) -> Result<()> {
+    let [c, h, w] = model.input_shape();
+    if images.ndim() != 4 || images.shape()[1..] != [c, h, w] {
+        return Err(Error::Shape(format!("images {:?}, the model takes [B, {c}, {h}, {w}]", images.shape())));
+    }
+    check_finite(images, "images")
+}
+
+pub(crate) fn check_labels(model: &dyn Classifier, labels: &[usize], batch: usize) -> Result<()> {
+    if labels.len() != batch {
+        return Err(Error::Shape(format!("{} labels for a batch of {batch}", labels.len())));
+    }
+    let classes = model.num_classes();
+    match labels.iter().find(|&&l| l >= classes) {
+        Some(l) => Err(Error::InvalidArgument(format!("label {l} for a model with {classes} classes"))),
+        None => Ok(()),
+    }
+}
+
+/// Zeros of shape `[B, H, W]` (a map per image).
+pub(crate) fn map_zeros(images: &ArrayD<f32>) -> ArrayD<f32> {
+    let s = images.shape();
+    ArrayD::zeros(IxDyn(&[s[0], s[2], s[3]]))
+}
