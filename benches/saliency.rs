@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::hint::black_box;
 use saliency::{
     ConvNet, ConvNetConfig, IntegratedGradients, MaskOptimisation, Replacement, SaliencyMethod, VanillaGradient,
 };
+use std::hint::black_box;
 
 const BATCH: usize = 128;
 
