@@ -9,10 +9,12 @@ use rayon::prelude::*;
 
 use crate::{Error, Result};
 
-/// Elements transformed inside one cache-resident block in the first pass (2^13 f64 = 64 KiB).
-const BLOCK_LOG2: u32 = 13;
-/// Width (elements) of the column strips of the second pass.
-const STRIP: usize = 32;
+/// log2 of the contiguous blocks of the first pass (2^12 values: 16 KiB of f32, 32 KiB of f64, inside L1/L2).
+const FIRST_PASS_BITS: u32 = 12;
+/// Coordinates handled per later pass: 2^7 rows of a column strip stay in cache while all 8 stages run.
+const LATER_PASS_BITS: u32 = 7;
+/// Width (values) of a column strip in the later passes: whole cache lines, long enough to vectorise.
+const STRIP: usize = 64;
 
 /// Checks that `len` is a power of two and returns its log2.
 pub fn log2_len(len: usize) -> Result<u32> {
@@ -39,45 +41,95 @@ impl Real for f64 {
     }
 }
 
-/// A 2x2 per-coordinate map applied to every pair (x_i = -1, x_i = +1): (lo, hi) -> (a lo + b hi, c lo + d hi).
-#[derive(Debug, Clone, Copy)]
-struct Butterfly<T> {
+/// The per-coordinate 2x2 map of a tensor-product transform, applied to pairs (x_i = -1, x_i = +1) of values.
+trait Kernel<T: Real>: Sync {
+    fn pair(&self, x: T, y: T) -> (T, T);
+
+    /// One stage over two equally long runs of values.
+    #[inline(always)]
+    fn apply(&self, lo: &mut [T], hi: &mut [T]) {
+        let n = lo.len().min(hi.len());
+        let (lo, hi) = (&mut lo[..n], &mut hi[..n]);
+        for i in 0..n {
+            (lo[i], hi[i]) = self.pair(lo[i], hi[i]);
+        }
+    }
+
+    /// Two stages (half-widths h and 2h) over four runs a, b, c, d at offsets 0, h, 2h, 3h: one load and store of
+    /// each value instead of two.
+    #[inline(always)]
+    fn apply4(&self, a: &mut [T], b: &mut [T], c: &mut [T], d: &mut [T]) {
+        let n = a.len().min(b.len()).min(c.len()).min(d.len());
+        let (a, b, c, d) = (&mut a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
+        for i in 0..n {
+            let (a1, b1) = self.pair(a[i], b[i]);
+            let (c1, d1) = self.pair(c[i], d[i]);
+            (a[i], c[i]) = self.pair(a1, c1);
+            (b[i], d[i]) = self.pair(b1, d1);
+        }
+    }
+
+    /// The first three stages on 8 consecutive values, in registers.
+    #[inline(always)]
+    fn radix8(&self, v: &mut [T]) {
+        let mut r = [v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]];
+        for h in [1, 2, 4] {
+            for base in (0..8).step_by(2 * h) {
+                for j in base..base + h {
+                    (r[j], r[j + h]) = self.pair(r[j], r[j + h]);
+                }
+            }
+        }
+        v.copy_from_slice(&r);
+    }
+}
+
+/// (lo, hi) -> (lo + hi, lo - hi).
+struct Hadamard;
+
+impl<T: Real> Kernel<T> for Hadamard {
+    #[inline(always)]
+    fn pair(&self, x: T, y: T) -> (T, T) {
+        (x + y, x - y)
+    }
+}
+
+/// (lo, hi) -> (a lo + b hi, c lo + d hi).
+struct General<T> {
     a: T,
     b: T,
     c: T,
     d: T,
-    /// The Hadamard butterfly (1, 1, 1, -1): adds and subtracts without multiplying.
-    hadamard: bool,
 }
 
-impl<T: Real> Butterfly<T> {
+impl<T: Real> Kernel<T> for General<T> {
     #[inline(always)]
-    fn apply(&self, lo: &mut [T], hi: &mut [T]) {
-        if self.hadamard {
-            for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
-                let (x, y) = (*l, *h);
-                *l = x + y;
-                *h = x - y;
-            }
-        } else {
-            let Butterfly { a, b, c, d, .. } = *self;
-            for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
-                let (x, y) = (*l, *h);
-                *l = a * x + b * y;
-                *h = c * x + d * y;
-            }
-        }
+    fn pair(&self, x: T, y: T) -> (T, T) {
+        (self.a * x + self.b * y, self.c * x + self.d * y)
     }
 }
 
-/// All stages with half-width below `block.len()` on one contiguous block.
-fn transform_block<T: Real>(block: &mut [T], bf: &Butterfly<T>) {
+/// All stages of one contiguous block (a transform over its low log2(len) coordinates).
+fn transform_block<T: Real, K: Kernel<T>>(block: &mut [T], k: &K) {
     let n = block.len();
     let mut h = 1;
+    if n >= 8 {
+        block.chunks_exact_mut(8).for_each(|c| k.radix8(c));
+        h = 8;
+    }
+    while 4 * h <= n {
+        for quad in block.chunks_exact_mut(4 * h) {
+            let (ab, cd) = quad.split_at_mut(2 * h);
+            let (a, b) = ab.split_at_mut(h);
+            let (c, d) = cd.split_at_mut(h);
+            k.apply4(a, b, c, d);
+        }
+        h *= 4;
+    }
     while h < n {
         for pair in block.chunks_exact_mut(2 * h) {
             let (lo, hi) = pair.split_at_mut(h);
-            bf.apply(lo, hi);
+            k.apply(lo, hi);
         }
         h *= 2;
     }
@@ -87,50 +139,59 @@ struct SharedPtr<T>(*mut T);
 unsafe impl<T> Send for SharedPtr<T> {}
 unsafe impl<T> Sync for SharedPtr<T> {}
 
-/// Applies the butterfly along every coordinate: a tensor-product transform in two passes over memory. Pass one
-/// does the low coordinates inside cache-sized blocks; pass two does the high coordinates on column strips of the
-/// `[rows, block]` view, each strip small enough to stay in cache. Parallel over blocks and strips; no reductions,
-/// so the result does not depend on the thread count.
-fn tensor_transform<T: Real>(x: &mut [T], bf: Butterfly<T>) -> Result<()> {
+/// Applies the kernel along every coordinate (a tensor-product transform) in few passes over memory: the first
+/// pass transforms the low 12 coordinates inside contiguous cache-sized blocks; each later pass takes the next 7
+/// coordinates and, for each strip of 64 columns of the `[outer, 2^8 rows, inner]` view, runs all 8 stages while
+/// the strip's 2^8 rows sit in cache. 2^26 values take 3 passes instead of 26; stages go two at a time (radix 4).
+/// Parallel over blocks and strips; no reductions, so the result does not depend on the thread count.
+fn tensor_transform<T: Real, K: Kernel<T>>(x: &mut [T], k: K) -> Result<()> {
     let n_log2 = log2_len(x.len())?;
-    let block_log2 = BLOCK_LOG2.min(n_log2);
-    let block = 1usize << block_log2;
-    x.par_chunks_mut(block).for_each(|b| transform_block(b, &bf));
-    let rows = x.len() / block;
-    if rows == 1 {
-        return Ok(());
-    }
-    let strip = STRIP.min(block);
-    let base = SharedPtr(x.as_mut_ptr());
-    let base = &base;
-    (0..block / strip).into_par_iter().for_each(|s| {
-        let col = s * strip;
-        let mut h = 1;
-        while h < rows {
-            for start in (0..rows).step_by(2 * h) {
-                for r in start..start + h {
-                    // SAFETY: strips cover disjoint columns, so no two threads touch the same element; rows r and
-                    // r + h are distinct and in bounds (r + h < rows), and each slice spans `strip` elements of one row.
-                    let (lo, hi) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(base.0.add(r * block + col), strip),
-                            std::slice::from_raw_parts_mut(base.0.add((r + h) * block + col), strip),
-                        )
-                    };
-                    bf.apply(lo, hi);
+    let first = FIRST_PASS_BITS.min(n_log2);
+    x.par_chunks_mut(1 << first).for_each(|b| transform_block(b, &k));
+    let mut lo = first;
+    while lo < n_log2 {
+        let bits = LATER_PASS_BITS.min(n_log2 - lo);
+        let (inner, rows) = (1usize << lo, 1usize << bits);
+        let strip = STRIP.min(inner);
+        let strips_per_outer = inner / strip;
+        let outer_len = inner * rows;
+        let tasks = (x.len() / outer_len) * strips_per_outer;
+        let base = SharedPtr(x.as_mut_ptr());
+        let base = &base;
+        // SAFETY (for `row` below): tasks cover disjoint (outer block, column strip) pairs, so no two threads touch
+        // the same value; every row index used is below `rows`, so the run lies inside this task's outer block,
+        // and distinct row indices give non-overlapping runs of `strip` values.
+        let row =
+            |origin: usize, r: usize| unsafe { std::slice::from_raw_parts_mut(base.0.add(origin + r * inner), strip) };
+        (0..tasks).into_par_iter().for_each(|task| {
+            let origin = (task / strips_per_outer) * outer_len + (task % strips_per_outer) * strip;
+            let mut h = 1;
+            while 4 * h <= rows {
+                for start in (0..rows).step_by(4 * h) {
+                    for r in start..start + h {
+                        k.apply4(row(origin, r), row(origin, r + h), row(origin, r + 2 * h), row(origin, r + 3 * h));
+                    }
                 }
+                h *= 4;
             }
-            h *= 2;
-        }
-    });
+            while h < rows {
+                for start in (0..rows).step_by(2 * h) {
+                    for r in start..start + h {
+                        k.apply(row(origin, r), row(origin, r + h));
+                    }
+                }
+                h *= 2;
+            }
+        });
+        lo += bits;
+    }
     Ok(())
 }
 
 /// The unnormalised Walsh-Hadamard transform in place: y[s] = sum_x f[x] (-1)^popcount(s & x) (the Sylvester
 /// ordering numpy/scipy's `hadamard` uses). Applying it twice multiplies by 2^N.
 pub fn wht_in_place<T: Real>(x: &mut [T]) -> Result<()> {
-    let (one, neg) = (T::from_f64(1.0), T::from_f64(-1.0));
-    tensor_transform(x, Butterfly { a: one, b: one, c: one, d: neg, hadamard: true })
+    tensor_transform(x, Hadamard)
 }
 
 /// p-biased measure parameters (mu, sigma) and phi at x_i = -1 and +1.
@@ -147,13 +208,13 @@ pub fn p_biased_basis(p: f64) -> Result<(f64, f64, f64, f64)> {
 pub fn p_biased_transform(f: &mut [f64], p: f64) -> Result<()> {
     let (_, _, phi_lo, phi_hi) = p_biased_basis(p)?;
     let q = 1.0 - p;
-    tensor_transform(f, Butterfly { a: q, b: p, c: q * phi_lo, d: p * phi_hi, hadamard: false })
+    tensor_transform(f, General { a: q, b: p, c: q * phi_lo, d: p * phi_hi })
 }
 
 /// The inverse: a function table from its p-biased coefficients, f(x) = sum_S f_hat(S) chi_S(x).
 pub fn p_biased_inverse(coefficients: &mut [f64], p: f64) -> Result<()> {
     let (_, _, phi_lo, phi_hi) = p_biased_basis(p)?;
-    tensor_transform(coefficients, Butterfly { a: 1.0, b: phi_lo, c: 1.0, d: phi_hi, hadamard: false })
+    tensor_transform(coefficients, General { a: 1.0, b: phi_lo, c: 1.0, d: phi_hi })
 }
 
 /// Fourier weight by level: W_k = sum_{|S| = k} f_hat(S)^2, k = 0..=N.
@@ -271,10 +332,7 @@ pub fn noise_operator(table: &mut [f64], p: f64, rho: f64) -> Result<()> {
     }
     let q = 1.0 - p;
     let fresh = 1.0 - rho;
-    tensor_transform(
-        table,
-        Butterfly { a: rho + fresh * q, b: fresh * p, c: fresh * q, d: rho + fresh * p, hadamard: false },
-    )
+    tensor_transform(table, General { a: rho + fresh * q, b: fresh * p, c: fresh * q, d: rho + fresh * p })
 }
 
 /// E_{mu_p}[f g] by enumeration.
