@@ -6,6 +6,7 @@
 //! cargo xtask test [cargo test args]
 //! cargo xtask bench [criterion filter]          criterion benches, then a summary table
 //! cargo xtask bench-anchors                     the JAX/numpy anchor scripts, for ratios
+//! cargo xtask datamodels <run|merge|analyze> ... the datamodels CLI (`--help` for its options)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,10 +19,11 @@ fn main() -> ExitCode {
         Some("test") => ensure_openblas().and_then(|_| test(&args[1..])),
         Some("bench") => ensure_openblas().and_then(|_| bench(&args[1..])),
         Some("bench-anchors") => anchors(),
+        Some("datamodels") => ensure_openblas().and_then(|_| datamodels(&args[1..])),
         Some("setup") => ensure_openblas(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <reproduce|test|bench|bench-anchors|setup> [args]\n\n{}",
+                "usage: cargo xtask <reproduce|test|bench|bench-anchors|datamodels|setup> [args]\n\n{}",
                 include_str!("usage.txt")
             );
             Err("no task given".into())
@@ -52,6 +54,16 @@ fn run(mut cmd: Command) -> Result {
     let shown = format!("{cmd:?}");
     let status = cmd.status().map_err(|e| format!("could not start {shown}: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+}
+
+/// Runs the datamodels binary from the caller's directory, so relative `--masks`/`--outputs` paths work.
+fn datamodels(args: &[String]) -> Result {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(root().join("Cargo.toml"))
+        .args(["-p", "strata-datamodels", "--bin", "strata-datamodels", "--"])
+        .args(args);
+    run(c)
 }
 
 fn reproduce(args: &[String]) -> Result {

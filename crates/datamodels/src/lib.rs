@@ -24,9 +24,12 @@
 //! # Ok::<(), strata_datamodels::Error>(())
 //! ```
 
+pub mod analyze;
 pub mod boolean;
 pub mod experiments;
 pub mod fit;
+pub mod runs;
+pub mod store;
 
 /// Errors: shapes, arguments, non-finite values, numerical failures, files.
 #[derive(Debug, thiserror::Error)]

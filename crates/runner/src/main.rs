@@ -53,6 +53,21 @@ fn experiments() -> Vec<Experiment> {
             about: "P9: completeness and soundness of saliency methods on MNIST and synthetic shapes; TV/upsampling ablations",
             run: |c| Ok(saliency::experiments::complete_sound(c)?),
         },
+        Experiment {
+            id: "datamodels/exact",
+            about: "P10: by enumeration, least-squares datamodel = Fourier levels 0/1, residual = weight above 1, Stab_rho, influences",
+            run: |c| Ok(datamodels::experiments::exact(c)?),
+        },
+        Experiment {
+            id: "datamodels/estimate",
+            about: "P10: residual from rho-correlated pairs vs regression, models needed as N grows",
+            run: |c| Ok(datamodels::experiments::estimate(c)?),
+        },
+        Experiment {
+            id: "datamodels/groups",
+            about: "P10: linear group-effect predictions against exact group effects as groups grow",
+            run: |c| Ok(datamodels::experiments::groups(c)?),
+        },
     ]
 }
 

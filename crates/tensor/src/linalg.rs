@@ -7,6 +7,9 @@ use ndarray_linalg::{Cholesky, Eigh, SVD, Solve, UPLO};
 use crate::{Error, Result};
 
 fn check(name: &str, a: &Array2<f64>, square: bool) -> Result<()> {
+    // Single-threaded OpenBLAS also for LAPACK: its threaded LU recurses with large stack buffers and overflows the
+    // 2 MiB stacks of rayon workers (a crash seen when fits run inside `par_iter`).
+    crate::ops::matmul::runtime_setup();
     if a.iter().any(|x| !x.is_finite()) {
         return Err(Error::Linalg(format!("{name}: input has non-finite entries")));
     }

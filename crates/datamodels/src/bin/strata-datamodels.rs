@@ -1,0 +1,172 @@
+//! `strata-datamodels`: train many models on subsets into a store, merge stores, analyze anyone's datamodel runs.
+//!
+//! ```text
+//! strata-datamodels run --store DIR --rows 0..1000 [--models M --pool N --outputs T --sampling iid|alpha|pairs
+//!                       --p P --alpha A --rho R --seed S --data DIR]
+//! strata-datamodels merge --into DIR SHARD_DIR...
+//! strata-datamodels analyze --masks masks.npy --outputs margins.npy [--pairs-rho R] [--max-outputs K] [--out a.json]
+//! ```
+//! `run` is one worker: give each job of a cluster array its own `--rows` range (e.g. from SLURM_ARRAY_TASK_ID);
+//! rerunning a killed worker continues where it stopped.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use strata_datamodels::analyze::{AnalyzeOptions, analyze};
+use strata_datamodels::runs::{BinaryTask, LogisticConfig, train_logistic};
+use strata_datamodels::store::{Sampling, Store, StoreMeta, read_matrix};
+
+#[derive(Parser)]
+#[command(name = "strata-datamodels", about = "Datamodels: many-model runs, merging, analysis")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SamplingKind {
+    Iid,
+    Alpha,
+    Pairs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train logistic regressions (MNIST 3 vs 8) on the subsets of rows `--rows` and store their test margins.
+    Run {
+        #[arg(long)]
+        store: PathBuf,
+        /// Row range `start..end` this worker computes (default: all).
+        #[arg(long)]
+        rows: Option<String>,
+        #[arg(long, default_value_t = 2000)]
+        models: usize,
+        #[arg(long, default_value_t = 100)]
+        pool: usize,
+        #[arg(long, default_value_t = 10)]
+        outputs: usize,
+        #[arg(long, value_enum, default_value = "iid")]
+        sampling: SamplingKind,
+        #[arg(long, default_value_t = 0.5)]
+        p: f64,
+        #[arg(long, default_value_t = 0.5)]
+        alpha: f64,
+        #[arg(long, default_value_t = 0.5)]
+        rho: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Dataset root (else STRATA_DATA, else the user cache).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Copy the done rows of shard stores into one store (created with the shards' metadata if missing).
+    Merge {
+        #[arg(long)]
+        into: PathBuf,
+        shards: Vec<PathBuf>,
+    },
+    /// Fit a datamodel per output and report its quality as JSON.
+    Analyze {
+        #[arg(long)]
+        masks: PathBuf,
+        #[arg(long)]
+        outputs: PathBuf,
+        /// Rows 2k, 2k+1 are rho-correlated pairs: add the noise-stability residual estimate.
+        #[arg(long)]
+        pairs_rho: Option<f64>,
+        #[arg(long)]
+        max_outputs: Option<usize>,
+        #[arg(long, default_value_t = 1e-6)]
+        ridge: f64,
+        /// Write the JSON here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_range(s: &str, models: usize) -> Result<std::ops::Range<usize>> {
+    let (a, b) = s.split_once("..").with_context(|| format!("--rows {s}: expected start..end"))?;
+    let (a, b): (usize, usize) = (a.parse()?, b.parse()?);
+    if a > b || b > models {
+        bail!("--rows {s}: outside 0..{models}");
+    }
+    Ok(a..b)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { store, rows, models, pool, outputs, sampling, p, alpha, rho, seed, data } => {
+            let sampling = match sampling {
+                SamplingKind::Iid => Sampling::Iid { p },
+                SamplingKind::Alpha => Sampling::Alpha { alpha },
+                SamplingKind::Pairs => Sampling::Pairs { p, rho },
+            };
+            let logistic = LogisticConfig::default();
+            let meta = StoreMeta {
+                models,
+                pool,
+                outputs,
+                sampling,
+                seed,
+                task: format!("logistic regression, MNIST 3 vs 8, {logistic:?}; output = test margin"),
+            };
+            let dir = data::resolve("mnist", data.as_deref()).context("finding MNIST")?;
+            let mnist = data::mnist::Mnist::load(&dir)?;
+            let task = BinaryTask::mnist(&mnist, 3, 8, pool, outputs)?;
+            let st = Store::create_or_open(&store, meta).with_context(|| format!("store {}", store.display()))?;
+            let range = match rows {
+                Some(r) => parse_range(&r, models)?,
+                None => 0..models,
+            };
+            let started = std::time::Instant::now();
+            let computed = st.run(range.clone(), |_, mask| {
+                Ok(train_logistic(&task, mask, &logistic)?.into_iter().map(|v| v as f32).collect())
+            })?;
+            let secs = started.elapsed().as_secs_f64();
+            let done = st.done()?.iter().filter(|d| **d).count();
+            eprintln!(
+                "rows {range:?}: trained {computed} models in {secs:.1} s ({:.1} models/s); store {done}/{models} done",
+                computed as f64 / secs.max(1e-9)
+            );
+        }
+        Command::Merge { into, shards } => {
+            if shards.is_empty() {
+                bail!("no shards to merge");
+            }
+            let opened: Vec<Store> = shards
+                .iter()
+                .map(|s| Store::open(s).with_context(|| format!("shard {}", s.display())))
+                .collect::<Result<_>>()?;
+            let target = Store::create_or_open(&into, opened[0].meta.clone())?;
+            let copied = target.merge_from(&opened)?;
+            let done = target.done()?.iter().filter(|d| **d).count();
+            eprintln!("copied {copied} rows; {} now has {done}/{} done", into.display(), target.meta.models);
+        }
+        Command::Analyze { masks, outputs, pairs_rho, max_outputs, ridge, out } => {
+            let m = read_matrix(&masks).with_context(|| format!("masks {}", masks.display()))?;
+            let o = read_matrix(&outputs).with_context(|| format!("outputs {}", outputs.display()))?;
+            let analysis = analyze(&m, &o, &AnalyzeOptions { ridge, pairs_rho, max_outputs })?;
+            let json = serde_json::to_string_pretty(&analysis)?;
+            match out {
+                Some(path) => tensor::write_atomic(&path, json.as_bytes())?,
+                None => println!("{json}"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Training many small models on subsets of a training set and recording their test outputs (the raw material
+//! of datamodels). The model here is L2-regularised logistic regression on two MNIST digits, trained through
+//! strata-tensor by full-batch gradient descent from zero; its output on a test point is the margin (the correct
+//! class's logit minus the other's).
+
+use serde::{Deserialize, Serialize};
+use tensor::ndarray::{ArrayD, Axis, IxDyn};
+use tensor::{Tensor, Var};
+
+use crate::{Error, Result};
+
+/// A binary task: flattened images in [0, 1] with labels +-1.
+#[derive(Debug, Clone)]
+pub struct BinaryTask {
+    /// `[N, D]` training pool the subsets are drawn from.
+    pub train_x: ArrayD<f32>,
+    pub train_y: Vec<f32>,
+    /// `[T, D]` test points whose margins are recorded.
+    pub test_x: ArrayD<f32>,
+    pub test_y: Vec<f32>,
+}
+
+impl BinaryTask {
+    /// The first `n_train` training and `n_test` test images of digits `positive` and `negative`.
+    pub fn mnist(
+        mnist: &data::mnist::Mnist,
+        positive: u8,
+        negative: u8,
+        n_train: usize,
+        n_test: usize,
+    ) -> Result<Self> {
+        let pick = |set: &data::mnist::ImageSet, n: usize| -> Result<(ArrayD<f32>, Vec<f32>)> {
+            let idx: Vec<usize> =
+                (0..set.len()).filter(|&i| set.labels[i] == positive || set.labels[i] == negative).take(n).collect();
+            if idx.len() < n {
+                return Err(Error::InvalidArgument(format!(
+                    "only {} images of digits {positive}/{negative}",
+                    idx.len()
+                )));
+            }
+            let (x, _) = set.batch(&idx);
+            let d = set.rows * set.cols;
+            let x = x.into_shape_with_order(IxDyn(&[n, d])).expect("flatten");
+            Ok((x, idx.iter().map(|&i| if set.labels[i] == positive { 1.0 } else { -1.0 }).collect()))
+        };
+        let (train_x, train_y) = pick(&mnist.train, n_train)?;
+        let (test_x, test_y) = pick(&mnist.test, n_test)?;
+        Ok(BinaryTask { train_x, train_y, test_x, test_y })
+    }
+
+    pub fn n_train(&self) -> usize {
+        self.train_y.len()
+    }
+}
+
+/// Logistic-regression training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogisticConfig {
+    pub steps: usize,
+    pub lr: f64,
+    pub l2: f64,
+}
+
+impl Default for LogisticConfig {
+    fn default() -> Self {
+        LogisticConfig { steps: 60, lr: 0.5, l2: 1e-2 }
+    }
+}
+
+/// Trains on the subset `mask` of the pool and returns the margins y_t * logit(x_t) on the test points. An empty
+/// subset gives the untrained model (all margins 0). A NaN/inf loss is an error naming the step.
+pub fn train_logistic(task: &BinaryTask, mask: &[bool], cfg: &LogisticConfig) -> Result<Vec<f64>> {
+    if mask.len() != task.n_train() {
+        return Err(Error::Shape(format!("mask of {} for a pool of {}", mask.len(), task.n_train())));
+    }
+    let idx: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+    let d = task.train_x.shape()[1];
+    let w = Var::new(ArrayD::<f32>::zeros(IxDyn(&[d, 1])));
+    let b = Var::new(ArrayD::<f32>::zeros(IxDyn(&[1])));
+    if !idx.is_empty() {
+        let x = Tensor::new(task.train_x.select(Axis(0), &idx));
+        let y = Tensor::from_vec(idx.iter().map(|&i| task.train_y[i]).collect(), &[idx.len(), 1]);
+        for step in 0..cfg.steps {
+            let (wt, bt) = (w.tensor(), b.tensor());
+            let z = &x.matmul(&wt) + &bt;
+            // log(1 + exp(-y z)) + l2/2 |w|^2
+            let loss = (&z * &y).neg().softplus().mean_all() + (&wt * &wt).sum_all().mul_scalar(cfg.l2 as f32 / 2.0);
+            tensor::check_loss(step as u64, loss.item() as f64)?;
+            let grads = loss.backward();
+            for v in [&w, &b] {
+                if let Some(g) = grads.get_id(v.id()) {
+                    let g = g.clone();
+                    v.update(|val| val.scaled_add(-cfg.lr as f32, &g));
+                }
+            }
+        }
+    }
+    let logits = tensor::no_grad(|| Tensor::new(task.test_x.clone()).matmul(&w.tensor()));
+    Ok(logits.value().iter().zip(&task.test_y).map(|(z, y)| (*z * *y) as f64).collect())
+}

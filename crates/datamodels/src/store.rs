@@ -1,0 +1,434 @@
+//! A datamodels store in the layout of MadryLab's `datamodels` package: one row per model in `.npy` arrays
+//! (`masks.npy`: bool [models, N]; `margins.npy`: f32 [models, T]) plus a completion bitmap (`done.npy`: bool
+//! [models]) and `meta.json`. Files are preallocated; a worker given an index range writes each row in place
+//! (positional writes, so workers on disjoint ranges can share one store, as Slurm or Kubernetes job arrays do),
+//! syncs it, then marks it done. A killed worker resumes where it stopped: a row is only marked done after its data
+//! is on disk, and rows are deterministic functions of (seed, index), so a row redone after a kill is identical.
+//! Separate stores (one per node) merge by copying their done rows.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Element types of `.npy` arrays this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    Bool,
+    U8,
+    F16,
+    F32,
+    F64,
+}
+
+impl Dtype {
+    fn descr(self) -> &'static str {
+        match self {
+            Dtype::Bool => "|b1",
+            Dtype::U8 => "|u1",
+            Dtype::F16 => "<f2",
+            Dtype::F32 => "<f4",
+            Dtype::F64 => "<f8",
+        }
+    }
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::Bool | Dtype::U8 => 1,
+            Dtype::F16 => 2,
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+    fn parse(descr: &str) -> Option<Dtype> {
+        Some(match descr {
+            "|b1" | "b1" | "?" | "|?" => Dtype::Bool,
+            "|u1" | "u1" | "<u1" => Dtype::U8,
+            "<f2" | "f2" => Dtype::F16,
+            "<f4" | "f4" => Dtype::F32,
+            "<f8" | "f8" => Dtype::F64,
+            _ => return None,
+        })
+    }
+}
+
+/// The header of a 2-D (or 1-D) C-ordered `.npy` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyHeader {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    /// Byte offset of the data.
+    pub data_offset: u64,
+}
+
+fn file_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::File { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Writes a `.npy` header (format 1.0, padded so the data starts on a 64-byte boundary) and returns its length.
+fn header_bytes(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
+    let shape_str = match shape {
+        [n] => format!("({n},)"),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape_str}, }}", dtype.descr());
+    let unpadded = 10 + dict.len() + 1;
+    let total = unpadded.next_multiple_of(64);
+    let mut h = b"\x93NUMPY\x01\x00".to_vec();
+    h.extend(((total - 10) as u16).to_le_bytes());
+    h.extend(dict.as_bytes());
+    h.extend(std::iter::repeat_n(b' ', total - unpadded));
+    h.push(b'\n');
+    h
+}
+
+/// Reads and checks a `.npy` header: magic, version, little-endian supported dtype, C order, data size.
+pub fn read_header(path: &Path) -> Result<NpyHeader> {
+    let mut f = File::open(path).map_err(|e| file_err(path, e.to_string()))?;
+    let mut pre = [0u8; 12];
+    f.read_exact(&mut pre[..10]).map_err(|_| file_err(path, "too short for a .npy header"))?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err(file_err(path, "not a .npy file (bad magic)"));
+    }
+    let (len, start) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10),
+        2 | 3 => {
+            f.read_exact(&mut pre[10..12]).map_err(|_| file_err(path, "truncated header"))?;
+            (u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize, 12)
+        }
+        v => return Err(file_err(path, format!("unsupported .npy version {v}"))),
+    };
+    if len > 1 << 20 {
+        return Err(file_err(path, format!("header of {len} bytes is implausible")));
+    }
+    let mut dict = vec![0u8; len];
+    f.read_exact(&mut dict).map_err(|_| file_err(path, "truncated header"))?;
+    let dict = String::from_utf8_lossy(&dict);
+    let field = |key: &str| -> Option<String> {
+        let at = dict.find(&format!("'{key}'"))? + key.len() + 2;
+        let rest = dict[at..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest.to_string())
+    };
+    let descr = field("descr").and_then(|r| r.strip_prefix('\'').and_then(|r| r.split('\'').next().map(String::from)));
+    let descr = descr.ok_or_else(|| file_err(path, "header has no descr"))?;
+    let dtype = Dtype::parse(&descr)
+        .ok_or_else(|| file_err(path, format!("dtype {descr} is not one of bool, uint8, <f2, <f4, <f8")))?;
+    if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
+        return Err(file_err(path, "Fortran-ordered arrays are not supported (save with C order)"));
+    }
+    let shape_src = field("shape").ok_or_else(|| file_err(path, "header has no shape"))?;
+    let inner =
+        shape_src.strip_prefix('(').and_then(|r| r.split(')').next()).ok_or_else(|| file_err(path, "bad shape"))?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<usize>().map_err(|_| file_err(path, format!("bad shape entry {t}"))))
+        .collect::<Result<Vec<_>>>()?;
+    let data_offset = (start + len) as u64;
+    let expected = shape.iter().product::<usize>() as u64 * dtype.size() as u64;
+    let actual = f.metadata().map_err(|e| file_err(path, e.to_string()))?.len() - data_offset;
+    if actual != expected {
+        return Err(file_err(
+            path,
+            format!("shape {shape:?} of {descr} needs {expected} data bytes, file has {actual}"),
+        ));
+    }
+    Ok(NpyHeader { dtype, shape, data_offset })
+}
+
+fn half_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    sign * match exp {
+        0 => frac * 2f32.powi(-24),
+        31 => {
+            if frac == 0.0 {
+                f32::INFINITY
+            } else {
+                f32::NAN
+            }
+        }
+        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+/// A 2-D array read as f64 (rows x cols), from bool, uint8 or float `.npy` files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f64>,
+}
+
+impl Matrix {
+    pub fn row(&self, r: usize) -> &[f64] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// Reads a 2-D `.npy` array (a 1-D array is one column).
+pub fn read_matrix(path: &Path) -> Result<Matrix> {
+    let h = read_header(path)?;
+    let (rows, cols) = match h.shape[..] {
+        [r] => (r, 1),
+        [r, c] => (r, c),
+        _ => return Err(file_err(path, format!("expected a 1-D or 2-D array, shape {:?}", h.shape))),
+    };
+    let mut bytes = Vec::new();
+    let mut f = File::open(path).map_err(|e| file_err(path, e.to_string()))?;
+    f.read_to_end(&mut bytes).map_err(|e| file_err(path, e.to_string()))?;
+    let raw = &bytes[h.data_offset as usize..];
+    let data: Vec<f64> = match h.dtype {
+        Dtype::Bool | Dtype::U8 => raw.iter().map(|&b| b as f64).collect(),
+        Dtype::F16 => raw.chunks_exact(2).map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64).collect(),
+        Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4")) as f64).collect(),
+        Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect(),
+    };
+    Ok(Matrix { rows, cols, data })
+}
+
+/// Writes a whole array as `.npy` atomically (f32 or bool data given as f64 / 0-1 values).
+pub fn write_npy(path: &Path, dtype: Dtype, shape: &[usize], values: &[f64]) -> Result<()> {
+    if shape.iter().product::<usize>() != values.len() {
+        return Err(Error::Shape(format!("{} values for shape {shape:?}", values.len())));
+    }
+    let mut bytes = header_bytes(dtype, shape);
+    for &v in values {
+        match dtype {
+            Dtype::Bool | Dtype::U8 => bytes.push(v as u8),
+            Dtype::F16 => return Err(Error::InvalidArgument("writing f16 is not supported".into())),
+            Dtype::F32 => bytes.extend((v as f32).to_le_bytes()),
+            Dtype::F64 => bytes.extend(v.to_le_bytes()),
+        }
+    }
+    tensor::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// How a row's subset is drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Sampling {
+    /// Each point in with probability p.
+    Iid { p: f64 },
+    /// Exactly round(alpha N) points (the datamodels papers' alpha-subsets).
+    Alpha { alpha: f64 },
+    /// Rows 2k and 2k+1 are a rho-correlated pair under mu_p.
+    Pairs { p: f64, rho: f64 },
+}
+
+impl Sampling {
+    /// The subset of row `row` (deterministic in seed and row).
+    pub fn mask(&self, n: usize, seed: u64, row: usize) -> Vec<bool> {
+        match *self {
+            Sampling::Iid { p } => {
+                let u = tensor::uniform::<f64>(&[n], 0.0, 1.0, &mut tensor::derived(seed, row as u64));
+                u.iter().map(|v| *v < p).collect()
+            }
+            Sampling::Alpha { alpha } => {
+                let keys = tensor::uniform::<f64>(&[n], 0.0, 1.0, &mut tensor::derived(seed, row as u64));
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+                let k = ((alpha * n as f64).round() as usize).min(n);
+                let mut m = vec![false; n];
+                order[..k].iter().for_each(|&i| m[i] = true);
+                m
+            }
+            Sampling::Pairs { p, rho } => {
+                let u = tensor::uniform::<f64>(&[n, 3], 0.0, 1.0, &mut tensor::derived(seed, (row / 2) as u64));
+                (0..n)
+                    .map(|i| {
+                        let x = u[[i, 0]] < p;
+                        if row % 2 == 0 || u[[i, 1]] < rho { x } else { u[[i, 2]] < p }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// What a store holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreMeta {
+    pub models: usize,
+    pub pool: usize,
+    pub outputs: usize,
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// Free-form description of the model and task.
+    pub task: String,
+}
+
+/// An open store directory.
+#[derive(Debug)]
+pub struct Store {
+    pub dir: PathBuf,
+    pub meta: StoreMeta,
+    masks: File,
+    margins: File,
+    done: File,
+    offsets: [u64; 3],
+}
+
+const FILES: [&str; 3] = ["masks.npy", "margins.npy", "done.npy"];
+
+impl Store {
+    /// Creates a store with every row pending, or opens an existing one with the same metadata.
+    pub fn create_or_open(dir: &Path, meta: StoreMeta) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
+        let meta_path = dir.join("meta.json");
+        if meta_path.exists() {
+            let store = Store::open(dir)?;
+            if store.meta != meta {
+                return Err(file_err(&meta_path, format!("store holds {:?}, asked for {meta:?}", store.meta)));
+            }
+            return Ok(store);
+        }
+        let specs = [
+            (Dtype::Bool, vec![meta.models, meta.pool]),
+            (Dtype::F32, vec![meta.models, meta.outputs]),
+            (Dtype::Bool, vec![meta.models]),
+        ];
+        for (name, (dtype, shape)) in FILES.iter().zip(&specs) {
+            let path = dir.join(name);
+            let header = header_bytes(*dtype, shape);
+            let f = File::create(&path).map_err(|e| file_err(&path, e.to_string()))?;
+            f.write_all_at(&header, 0).map_err(|e| file_err(&path, e.to_string()))?;
+            f.set_len(header.len() as u64 + shape.iter().product::<usize>() as u64 * dtype.size() as u64)
+                .map_err(|e| file_err(&path, e.to_string()))?;
+            f.sync_all().map_err(|e| file_err(&path, e.to_string()))?;
+        }
+        // meta.json last: its presence means the arrays exist.
+        tensor::write_atomic(&meta_path, serde_json::to_string_pretty(&meta).expect("serializes").as_bytes())?;
+        Store::open(dir)
+    }
+
+    /// Opens an existing store, checking the arrays against its metadata.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let meta_path = dir.join("meta.json");
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| file_err(&meta_path, e.to_string()))?;
+        let meta: StoreMeta = serde_json::from_str(&text).map_err(|e| file_err(&meta_path, e.to_string()))?;
+        let expected = [vec![meta.models, meta.pool], vec![meta.models, meta.outputs], vec![meta.models]];
+        let mut offsets = [0u64; 3];
+        for (k, name) in FILES.iter().enumerate() {
+            let h = read_header(&dir.join(name))?;
+            if h.shape != expected[k] {
+                return Err(file_err(
+                    &dir.join(name),
+                    format!("shape {:?}, meta.json says {:?}", h.shape, expected[k]),
+                ));
+            }
+            offsets[k] = h.data_offset;
+        }
+        let open = |name: &str| -> Result<File> {
+            let p = dir.join(name);
+            OpenOptions::new().read(true).write(true).open(&p).map_err(|e| file_err(&p, e.to_string()))
+        };
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            masks: open(FILES[0])?,
+            margins: open(FILES[1])?,
+            done: open(FILES[2])?,
+            meta,
+            offsets,
+        })
+    }
+
+    fn io(&self, name: &str, e: std::io::Error) -> Error {
+        file_err(&self.dir.join(name), e.to_string())
+    }
+
+    /// The completion bitmap.
+    pub fn done(&self) -> Result<Vec<bool>> {
+        let mut buf = vec![0u8; self.meta.models];
+        self.done.read_exact_at(&mut buf, self.offsets[2]).map_err(|e| self.io(FILES[2], e))?;
+        Ok(buf.iter().map(|&b| b != 0).collect())
+    }
+
+    /// Writes one row, syncs it, then marks it done (in that order, so a kill never leaves a row marked done
+    /// without its data).
+    pub fn write_row(&self, row: usize, mask: &[bool], margins: &[f32]) -> Result<()> {
+        if row >= self.meta.models || mask.len() != self.meta.pool || margins.len() != self.meta.outputs {
+            return Err(Error::Shape(format!(
+                "row {row}: mask {} / outputs {} for a store of {} models x {} points x {} outputs",
+                mask.len(),
+                margins.len(),
+                self.meta.models,
+                self.meta.pool,
+                self.meta.outputs
+            )));
+        }
+        let mbytes: Vec<u8> = mask.iter().map(|&b| b as u8).collect();
+        self.masks
+            .write_all_at(&mbytes, self.offsets[0] + (row * self.meta.pool) as u64)
+            .map_err(|e| self.io(FILES[0], e))?;
+        let obytes: Vec<u8> = margins.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.margins
+            .write_all_at(&obytes, self.offsets[1] + (row * self.meta.outputs * 4) as u64)
+            .map_err(|e| self.io(FILES[1], e))?;
+        self.masks.sync_data().map_err(|e| self.io(FILES[0], e))?;
+        self.margins.sync_data().map_err(|e| self.io(FILES[1], e))?;
+        self.done.write_all_at(&[1], self.offsets[2] + row as u64).map_err(|e| self.io(FILES[2], e))?;
+        self.done.sync_data().map_err(|e| self.io(FILES[2], e))?;
+        Ok(())
+    }
+
+    /// Reads one row (mask, outputs).
+    pub fn read_row(&self, row: usize) -> Result<(Vec<bool>, Vec<f32>)> {
+        let mut m = vec![0u8; self.meta.pool];
+        self.masks
+            .read_exact_at(&mut m, self.offsets[0] + (row * self.meta.pool) as u64)
+            .map_err(|e| self.io(FILES[0], e))?;
+        let mut o = vec![0u8; self.meta.outputs * 4];
+        self.margins
+            .read_exact_at(&mut o, self.offsets[1] + (row * self.meta.outputs * 4) as u64)
+            .map_err(|e| self.io(FILES[1], e))?;
+        Ok((
+            m.iter().map(|&b| b != 0).collect(),
+            o.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
+        ))
+    }
+
+    /// Runs rows `range` that are not done yet with `compute(row, mask) -> outputs`, in parallel; returns how many
+    /// rows it computed. Rows already done (by this or an earlier, killed worker) are skipped.
+    pub fn run<F>(&self, range: std::ops::Range<usize>, compute: F) -> Result<usize>
+    where
+        F: Fn(usize, &[bool]) -> Result<Vec<f32>> + Sync,
+    {
+        use rayon::prelude::*;
+        if range.end > self.meta.models || range.start > range.end {
+            return Err(Error::InvalidArgument(format!("rows {range:?} of a store of {}", self.meta.models)));
+        }
+        let done = self.done()?;
+        let todo: Vec<usize> = range.filter(|&r| !done[r]).collect();
+        todo.par_iter().try_for_each(|&row| {
+            let mask = self.meta.sampling.mask(self.meta.pool, self.meta.seed, row);
+            let out = compute(row, &mask)?;
+            self.write_row(row, &mask, &out)
+        })?;
+        Ok(todo.len())
+    }
+
+    /// Copies every done row of `shards` (stores with the same metadata) into this store.
+    pub fn merge_from(&self, shards: &[Store]) -> Result<usize> {
+        let mut copied = 0;
+        for shard in shards {
+            if shard.meta != self.meta {
+                return Err(file_err(&shard.dir, "metadata differs from the merge target"));
+            }
+            for (row, d) in shard.done()?.into_iter().enumerate() {
+                if d {
+                    let (m, o) = shard.read_row(row)?;
+                    self.write_row(row, &m, &o)?;
+                    copied += 1;
+                }
+            }
+        }
+        Ok(copied)
+    }
+}

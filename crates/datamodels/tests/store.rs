@@ -1,0 +1,174 @@
+//! Store round trips, interrupted and killed workers, shard merges, `.npy` validation, the analyzer.
+
+use std::path::Path;
+use std::process::Command;
+
+use strata_datamodels::Error;
+use strata_datamodels::analyze::{AnalyzeOptions, analyze};
+use strata_datamodels::store::{Dtype, Sampling, Store, StoreMeta, read_header, read_matrix, write_npy};
+
+fn meta(models: usize, sampling: Sampling) -> StoreMeta {
+    StoreMeta { models, pool: 12, outputs: 3, sampling, seed: 9, task: "synthetic".into() }
+}
+
+/// A deterministic "model": outputs depend on the mask only.
+fn compute(_row: usize, mask: &[bool]) -> strata_datamodels::Result<Vec<f32>> {
+    let k = mask.iter().filter(|b| **b).count() as f32;
+    Ok(vec![k, mask[0] as u8 as f32 * 2.0 - k / 3.0, (k * k).sqrt()])
+}
+
+fn files(dir: &Path) -> Vec<Vec<u8>> {
+    ["masks.npy", "margins.npy", "done.npy"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
+}
+
+#[test]
+fn interrupted_worker_resumes_without_losing_or_duplicating_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = Store::create_or_open(&tmp.path().join("clean"), meta(50, Sampling::Iid { p: 0.4 })).unwrap();
+    assert_eq!(clean.run(0..50, compute).unwrap(), 50);
+    let dir = tmp.path().join("resumed");
+    let st = Store::create_or_open(&dir, meta(50, Sampling::Iid { p: 0.4 })).unwrap();
+    // The worker dies at row 30 (rows before it in the parallel order may or may not be done).
+    let failing = |row: usize, mask: &[bool]| {
+        if row == 30 { Err(Error::InvalidArgument("killed".into())) } else { compute(row, mask) }
+    };
+    assert!(st.run(0..50, failing).is_err());
+    let done_before = st.done().unwrap().iter().filter(|d| **d).count();
+    assert!(done_before < 50);
+    // A row written but not marked done (a kill between data and bitmap) is simply redone.
+    drop(st);
+    let st = Store::create_or_open(&dir, meta(50, Sampling::Iid { p: 0.4 })).unwrap();
+    let redone = st.run(0..50, compute).unwrap();
+    assert_eq!(redone, 50 - done_before);
+    assert_eq!(st.run(0..50, compute).unwrap(), 0, "nothing left to do");
+    assert_eq!(files(&dir), files(&tmp.path().join("clean")));
+    // Opening with different metadata is an error.
+    assert!(Store::create_or_open(&dir, meta(51, Sampling::Iid { p: 0.4 })).is_err());
+}
+
+#[test]
+fn shards_merge_into_the_same_store_as_one_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = meta(40, Sampling::Alpha { alpha: 0.5 });
+    let whole = Store::create_or_open(&tmp.path().join("whole"), m.clone()).unwrap();
+    whole.run(0..40, compute).unwrap();
+    let a = Store::create_or_open(&tmp.path().join("a"), m.clone()).unwrap();
+    let b = Store::create_or_open(&tmp.path().join("b"), m.clone()).unwrap();
+    a.run(0..15, compute).unwrap();
+    b.run(15..40, compute).unwrap();
+    let merged = Store::create_or_open(&tmp.path().join("merged"), m.clone()).unwrap();
+    assert_eq!(merged.merge_from(&[a, b]).unwrap(), 40);
+    assert_eq!(files(&tmp.path().join("merged")), files(&tmp.path().join("whole")));
+    // Alpha subsets have exactly alpha N points.
+    let (mask, _) = merged.read_row(7).unwrap();
+    assert_eq!(mask.iter().filter(|b| **b).count(), 6);
+    let other = Store::create_or_open(&tmp.path().join("other"), meta(40, Sampling::Iid { p: 0.5 })).unwrap();
+    assert!(merged.merge_from(&[other]).is_err());
+    assert!(merged.run(0..41, compute).is_err());
+}
+
+#[test]
+fn npy_files_round_trip_and_bad_files_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("x.npy");
+    write_npy(&p, Dtype::F64, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]).unwrap();
+    let m = read_matrix(&p).unwrap();
+    assert_eq!((m.rows, m.cols), (2, 3));
+    assert_eq!(m.row(1), &[4.0, 5.0, 6.5]);
+    write_npy(&p, Dtype::Bool, &[4], &[1.0, 0.0, 1.0, 1.0]).unwrap();
+    assert_eq!(read_header(&p).unwrap().shape, vec![4]);
+    // Truncated data.
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+    assert!(read_matrix(&p).unwrap_err().to_string().contains("data bytes"));
+    // Bad magic, unsupported dtype, Fortran order.
+    std::fs::write(&p, b"not numpy at all").unwrap();
+    assert!(read_matrix(&p).unwrap_err().to_string().contains("magic"));
+    let fake = |descr: &str, fortran: &str| {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': (1, 1), }}");
+        let mut h = b"\x93NUMPY\x01\x00".to_vec();
+        h.extend((dict.len() as u16 + 1).to_le_bytes());
+        h.extend(dict.as_bytes());
+        h.push(b'\n');
+        h.extend([0u8; 8]);
+        h
+    };
+    std::fs::write(&p, fake("<i8", "False")).unwrap();
+    assert!(read_matrix(&p).unwrap_err().to_string().contains("dtype"));
+    std::fs::write(&p, fake("<f8", "True")).unwrap();
+    assert!(read_matrix(&p).unwrap_err().to_string().contains("Fortran"));
+}
+
+#[test]
+fn analyzer_recovers_a_linear_datamodel_and_rejects_bad_inputs() {
+    let (m, n) = (400, 10);
+    let mut rng = tensor::seeded(2);
+    let u = tensor::uniform::<f64>(&[m, n], 0.0, 1.0, &mut rng);
+    let noise = tensor::normal::<f64>(&[m], 0.0, 0.1, &mut rng);
+    let masks: Vec<f64> = u.iter().map(|v| (*v < 0.5) as u8 as f64).collect();
+    let w: Vec<f64> = (0..n).map(|i| i as f64 / 5.0).collect();
+    let outputs: Vec<f64> =
+        (0..m).map(|r| 1.0 + (0..n).map(|i| masks[r * n + i] * w[i]).sum::<f64>() + noise[r]).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    write_npy(&tmp.path().join("m.npy"), Dtype::Bool, &[m, n], &masks).unwrap();
+    write_npy(&tmp.path().join("o.npy"), Dtype::F32, &[m, 1], &outputs).unwrap();
+    let mm = read_matrix(&tmp.path().join("m.npy")).unwrap();
+    let oo = read_matrix(&tmp.path().join("o.npy")).unwrap();
+    let a = analyze(&mm, &oo, &AnalyzeOptions::default()).unwrap();
+    let o = &a.outputs[0];
+    assert!(o.weights.iter().zip(&w).all(|(a, b)| (a - b).abs() < 0.05), "{:?}", o.weights);
+    assert!(o.residual_ci95.0 < 0.01 && 0.01 < o.residual_ci95.1, "noise variance 0.01 in {:?}", o.residual_ci95);
+    // Mismatched rows, NaN outputs, masks that are not 0/1, too few models.
+    let short = strata_datamodels::store::Matrix { rows: m - 1, cols: 1, data: outputs[..m - 1].to_vec() };
+    assert!(matches!(analyze(&mm, &short, &AnalyzeOptions::default()), Err(Error::Shape(_))));
+    let mut nan = oo.clone();
+    nan.data[17] = f64::NAN;
+    assert!(analyze(&mm, &nan, &AnalyzeOptions::default()).unwrap_err().to_string().contains("row 17"));
+    let mut bad = mm.clone();
+    bad.data[5] = 2.0;
+    assert!(matches!(analyze(&bad, &oo, &AnalyzeOptions::default()), Err(Error::InvalidArgument(_))));
+    let few = strata_datamodels::store::Matrix { rows: 5, cols: n, data: masks[..5 * n].to_vec() };
+    let few_o = strata_datamodels::store::Matrix { rows: 5, cols: 1, data: outputs[..5].to_vec() };
+    assert!(analyze(&few, &few_o, &AnalyzeOptions::default()).is_err());
+}
+
+/// A real worker process killed with SIGKILL mid-run, then restarted, ends with the same files as a clean run.
+#[test]
+fn killed_worker_process_resumes_to_identical_files() {
+    let Some(data) = std::env::var_os("STRATA_DATA").filter(|d| Path::new(d).join("mnist").is_dir()) else {
+        eprintln!("STRATA_DATA not set: skipping the kill test");
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_strata-datamodels");
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |store: &Path| {
+        let mut c = Command::new(bin);
+        c.args(["run", "--models", "400", "--pool", "30", "--outputs", "3", "--seed", "4", "--store"])
+            .arg(store)
+            .arg("--data")
+            .arg(&data)
+            .env("RAYON_NUM_THREADS", "2");
+        c
+    };
+    let clean = tmp.path().join("clean");
+    assert!(args(&clean).status().unwrap().success());
+    let killed = tmp.path().join("killed");
+    let mut child = args(&killed).spawn().unwrap();
+    // Kill once some rows are done (or the worker finished first: then the resume has nothing to do).
+    let started = std::time::Instant::now();
+    loop {
+        let done =
+            std::fs::read(killed.join("done.npy")).map(|b| b.iter().rev().take(400).filter(|&&x| x == 1).count());
+        if done.is_ok_and(|d| d >= 40) || started.elapsed().as_secs() > 60 {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    assert!(args(&killed).status().unwrap().success());
+    assert_eq!(files(&killed), files(&clean));
+}
