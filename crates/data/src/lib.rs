@@ -15,6 +15,8 @@
 
 pub mod mnist;
 mod registry;
+pub mod text;
+pub mod tokenize;
 
 pub use registry::{DataFile, Dataset, REGISTRY, dataset, resolve, resolve_unverified, search_roots, verify};
 

@@ -111,3 +111,73 @@ fn shared_mnist_verifies_and_loads() {
     assert!((mean - 0.1307).abs() < 1e-3, "MNIST mean pixel {mean}");
     assert!(read_idx(&dir.join("t10k-labels-idx1-ubyte.gz")).is_ok());
 }
+
+mod text {
+    use strata_data::text::*;
+
+    #[test]
+    fn tsv_and_json_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.tsv");
+        std::fs::write(&p, "sentence\tlabel\ngood movie\t1\nbad\t0\n").unwrap();
+        let rows = read_labelled_tsv(&p, 2).unwrap();
+        assert_eq!(
+            rows,
+            vec![Labelled { text: "good movie".into(), label: 1 }, Labelled { text: "bad".into(), label: 0 }]
+        );
+        std::fs::write(&p, "sentence\tlabel\ngood movie\t1\nno tab here\n").unwrap();
+        let e = read_labelled_tsv(&p, 2).unwrap_err().to_string();
+        assert!(e.contains("x.tsv") && e.contains("line 3"), "{e}");
+        std::fs::write(&p, "sentence\tlabel\nok\t7\n").unwrap();
+        assert!(read_labelled_tsv(&p, 2).unwrap_err().to_string().contains("line 2"));
+        std::fs::write(&p, "text,label\n").unwrap();
+        assert!(read_labelled_tsv(&p, 2).unwrap_err().to_string().contains("header"));
+        std::fs::write(&p, b"sentence\tlabel\nbad \xff byte\t1\n").unwrap();
+        assert!(read_labelled_tsv(&p, 2).unwrap_err().to_string().contains("line 2"));
+        std::fs::write(dir.path().join("SVAMP.json"), "[{\"ID\": \"a\",\n \"Body\": 3}]").unwrap();
+        let e = svamp(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("SVAMP.json") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn shared_text_datasets_load() {
+        let Some(root) = super::shared_data() else { return };
+        let shakespeare = tinyshakespeare(&strata_data::resolve("tinyshakespeare", Some(&root)).unwrap()).unwrap();
+        assert_eq!(shakespeare.len(), 1_115_394);
+        assert!(shakespeare.starts_with("First Citizen:"));
+        let (train, dev) = sst2(&root.join("sst2")).unwrap();
+        assert_eq!((train.len(), dev.len()), (67_349, 872));
+        assert!(cr(&root.join("cr")).unwrap().len() > 3000);
+        let problems = svamp(&root.join("svamp")).unwrap();
+        assert_eq!(problems.len(), 1000);
+        assert_eq!(problems[0].answer, 51.0);
+        let wiki = wikitext2(&root.join("wikitext-2")).unwrap();
+        assert!(wiki.train.len() > 10 * wiki.valid.len() / 2);
+    }
+}
+
+mod tokenize {
+    use proptest::prelude::*;
+    use strata_data::tokenize::{ByteTokenizer, CharVocab};
+
+    proptest! {
+        #[test]
+        fn byte_and_char_tokenizers_round_trip(text in "\\PC{0,200}") {
+            let b = ByteTokenizer;
+            prop_assert_eq!(b.decode(&b.encode(&text)).unwrap(), text.clone());
+            let vocab = CharVocab::from_corpus(&text);
+            prop_assert_eq!(vocab.decode(&vocab.encode(&text).unwrap()).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn unknown_characters_and_tokens_are_errors() {
+        let vocab = CharVocab::from_corpus("hello world");
+        assert_eq!(vocab.len(), 8);
+        assert_eq!(vocab.encode("hold").unwrap(), vec![3, 5, 4, 1]); // " dehlorw"
+        assert!(vocab.encode("help!").unwrap_err().to_string().contains("'p'"));
+        assert!(vocab.decode(&[99]).is_err());
+        assert!(ByteTokenizer.decode(&[300]).is_err());
+        assert!(ByteTokenizer.decode(&[0xff]).is_err());
+    }
+}
