@@ -248,3 +248,28 @@ fn group_effects_add_up_exactly_without_interactions() {
     assert!((a - 0.0).abs() < 1e-9 && (pr - 1.2).abs() < 1e-9, "the 0-1 interaction breaks additivity: {a} vs {pr}");
     assert!(group_effect(&f, 0.3, &[9], &model).is_err());
 }
+
+#[test]
+fn small_models_learn_and_are_deterministic() {
+    use strata_datamodels::runs::*;
+    use tensor::ndarray::{ArrayD, IxDyn};
+    // Two separable clusters in 20 dimensions.
+    let mut rng = tensor::seeded(8);
+    let noise = tensor::normal::<f32>(&[50, 20], 0.0, 0.3, &mut rng);
+    let y: Vec<f32> = (0..50).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let x = ArrayD::from_shape_fn(IxDyn(&[50, 20]), |ix| noise[[ix[0], ix[1]]] + y[ix[0]] * (ix[1] < 5) as u8 as f32);
+    let task = BinaryTask {
+        train_x: x.slice(tensor::ndarray::s![..40, ..]).to_owned().into_dyn(),
+        train_y: y[..40].to_vec(),
+        test_x: x.slice(tensor::ndarray::s![40.., ..]).to_owned().into_dyn(),
+        test_y: y[40..].to_vec(),
+    };
+    let all = vec![true; 40];
+    let lr = train_logistic(&task, &all, &LogisticConfig::default()).unwrap();
+    let mlp = train_mlp(&task, &all, &MlpConfig::default()).unwrap();
+    assert!(lr.iter().all(|m| *m > 0.0), "logistic margins {lr:?}");
+    assert!(mlp.iter().filter(|m| **m > 0.0).count() >= 9, "MLP margins {mlp:?}");
+    assert_eq!(mlp, train_mlp(&task, &all, &MlpConfig::default()).unwrap());
+    assert_eq!(train_logistic(&task, &[false; 40], &LogisticConfig::default()).unwrap(), vec![0.0; 10]);
+    assert!(train_mlp(&task, &[true; 3], &MlpConfig::default()).is_err());
+}

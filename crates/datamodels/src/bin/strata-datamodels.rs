@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_datamodels::analyze::{AnalyzeOptions, analyze};
-use strata_datamodels::runs::{BinaryTask, LogisticConfig, train_logistic};
+use strata_datamodels::runs::{BinaryTask, LogisticConfig, MlpConfig, train_logistic, train_mlp};
 use strata_datamodels::store::{Sampling, Store, StoreMeta, read_matrix};
 
 #[derive(Parser)]
@@ -23,6 +23,12 @@ use strata_datamodels::store::{Sampling, Store, StoreMeta, read_matrix};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelKind {
+    Logistic,
+    Mlp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -34,10 +40,13 @@ enum SamplingKind {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train logistic regressions (MNIST 3 vs 8) on the subsets of rows `--rows` and store their test margins.
+    /// Train models (MNIST 3 vs 8) on the subsets of rows `--rows` and store their test margins.
     Run {
         #[arg(long)]
         store: PathBuf,
+        /// Logistic regression, or a one-hidden-layer MLP (32 ReLU units, Adam).
+        #[arg(long, value_enum, default_value = "logistic")]
+        model: ModelKind,
         /// Row range `start..end` this worker computes (default: all).
         #[arg(long)]
         rows: Option<String>,
@@ -110,20 +119,24 @@ fn parse_range(s: &str, models: usize) -> Result<std::ops::Range<usize>> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { store, rows, models, pool, outputs, sampling, p, alpha, rho, seed, data } => {
+        Command::Run { store, model, rows, models, pool, outputs, sampling, p, alpha, rho, seed, data } => {
             let sampling = match sampling {
                 SamplingKind::Iid => Sampling::Iid { p },
                 SamplingKind::Alpha => Sampling::Alpha { alpha },
                 SamplingKind::Pairs => Sampling::Pairs { p, rho },
             };
-            let logistic = LogisticConfig::default();
+            let (logistic, mlp) = (LogisticConfig::default(), MlpConfig::default());
+            let description = match model {
+                ModelKind::Logistic => format!("logistic regression {logistic:?}"),
+                ModelKind::Mlp => format!("MLP {mlp:?}"),
+            };
             let meta = StoreMeta {
                 models,
                 pool,
                 outputs,
                 sampling,
                 seed,
-                task: format!("logistic regression, MNIST 3 vs 8, {logistic:?}; output = test margin"),
+                task: format!("{description}, MNIST 3 vs 8; output = test margin"),
             };
             let dir = data::resolve("mnist", data.as_deref()).context("finding MNIST")?;
             let mnist = data::mnist::Mnist::load(&dir)?;
@@ -135,7 +148,11 @@ fn run(cli: Cli) -> Result<()> {
             };
             let started = std::time::Instant::now();
             let computed = st.run(range.clone(), |_, mask| {
-                Ok(train_logistic(&task, mask, &logistic)?.into_iter().map(|v| v as f32).collect())
+                let margins = match model {
+                    ModelKind::Logistic => train_logistic(&task, mask, &logistic)?,
+                    ModelKind::Mlp => train_mlp(&task, mask, &mlp)?,
+                };
+                Ok(margins.into_iter().map(|v| v as f32).collect())
             })?;
             let secs = started.elapsed().as_secs_f64();
             let done = st.done()?.iter().filter(|d| **d).count();
