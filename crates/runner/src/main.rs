@@ -134,13 +134,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     let scale = if quick { Scale::Quick } else { Scale::Full };
     let mut failed_claims = 0;
+    let mut failed_runs: Vec<&str> = Vec::new();
     for e in chosen {
         let mut ctx = RunCtx::new(e.id, seed, scale, out.clone());
         if let Some(d) = &data {
             ctx.data_dir = Some(d.clone());
         }
         eprintln!("== {} ({:?}, seed {seed})", e.id, scale);
-        let report = (e.run)(&ctx).with_context(|| format!("experiment {}", e.id))?;
+        let report = match (e.run)(&ctx).with_context(|| format!("experiment {}", e.id)) {
+            Ok(r) => r,
+            // With `all`, one experiment's failure (e.g. a dataset that is not on this machine) does not stop the
+            // others; the exit code still reports it.
+            Err(err) if id == "all" => {
+                eprintln!("  error: {err:#}");
+                failed_runs.push(e.id);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let (held, total) = report.claims_held();
         for c in &report.claims {
             eprintln!(
@@ -158,6 +169,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     // Claims that do not hold are results, not errors: the exit code stays 0 and the report says so.
     if failed_claims > 0 {
         eprintln!("{failed_claims} claim(s) did not hold (see the reports)");
+    }
+    if !failed_runs.is_empty() {
+        bail!("{} experiment(s) could not run: {}", failed_runs.len(), failed_runs.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }
