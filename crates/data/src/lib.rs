@@ -41,3 +41,8 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A malformed-file error for `path`.
+pub(crate) fn format_err(path: &std::path::Path, message: String) -> Error {
+    Error::Format { path: path.to_path_buf(), message }
+}

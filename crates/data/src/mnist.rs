@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::{Error, Result};
+use crate::{Error, Result, format_err};
 
 /// Grey-scale images with integer labels, stored as bytes (`images[i]` is `rows * cols` pixels).
 #[derive(Debug, Clone)]
@@ -111,10 +111,6 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
         path: dir.join(format!("{stem}.gz")),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "missing MNIST file (also tried without .gz)"),
     })
-}
-
-fn format_err(path: &Path, message: String) -> Error {
-    Error::Format { path: path.to_path_buf(), message }
 }
 
 /// An unsigned-byte IDX array.

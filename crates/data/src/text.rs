@@ -5,11 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
-
-fn format_err(path: &Path, message: String) -> Error {
-    Error::Format { path: path.to_path_buf(), message }
-}
+use crate::{Error, Result, format_err};
 
 /// Reads a UTF-8 text file; invalid UTF-8 is an error naming the line and byte offset.
 pub fn read_text(path: &Path) -> Result<String> {

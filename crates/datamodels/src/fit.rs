@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tensor::ndarray::{Array1, Array2};
 
-use crate::boolean::{log2_len, p_biased_basis};
+use crate::boolean::{log2_len, p_biased_basis, p_biased_weights};
 use crate::{Error, Result};
 
 /// A linear datamodel in 0/1 coding: f(z) ~ bias + sum_i weights[i] z_i, z_i = 1 when point i is in the subset.
@@ -47,6 +47,7 @@ pub fn exact_least_squares(table: &[f64], p: f64) -> Result<LinearDatamodel> {
     }
     p_biased_basis(p)?;
     let dim = n + 1;
+    let weights = p_biased_weights(n as u32, p);
     // Fixed chunks reduced in order: the result does not depend on the thread count.
     let chunk = 1usize << n.saturating_sub(6).min(14);
     let partials: Vec<(Array2<f64>, Array1<f64>)> = table
@@ -58,8 +59,7 @@ pub fn exact_least_squares(table: &[f64], p: f64) -> Result<LinearDatamodel> {
             let mut row = vec![0.0; dim];
             for (k, &f) in vals.iter().enumerate() {
                 let x = c * chunk + k;
-                let ones = (x as u64).count_ones() as i32;
-                let w = p.powi(ones) * (1.0 - p).powi(n as i32 - ones);
+                let w = weights[x];
                 row[0] = 1.0;
                 for i in 0..n {
                     row[i + 1] = ((x >> i) & 1) as f64;

@@ -51,6 +51,31 @@ impl BinaryTask {
     pub fn n_train(&self) -> usize {
         self.train_y.len()
     }
+
+    /// The training inputs `[k, D]` and labels `[k, 1]` of the subset `mask`, or `None` for the empty subset.
+    fn subset(&self, mask: &[bool]) -> Result<Option<(Tensor<f32>, Tensor<f32>)>> {
+        if mask.len() != self.n_train() {
+            return Err(Error::Shape(format!("mask of {} for a pool of {}", mask.len(), self.n_train())));
+        }
+        let idx: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+        if idx.is_empty() {
+            return Ok(None);
+        }
+        let x = Tensor::new(self.train_x.select(Axis(0), &idx));
+        let y = Tensor::from_vec(idx.iter().map(|&i| self.train_y[i]).collect(), &[idx.len(), 1]);
+        Ok(Some((x, y)))
+    }
+
+    /// Margins y_t * logit(x_t) on the test points, for a `[T, D] -> [T, 1]` logit function.
+    fn margins(&self, logit: impl FnOnce(&Tensor<f32>) -> Tensor<f32>) -> Vec<f64> {
+        let logits = tensor::no_grad(|| logit(&Tensor::new(self.test_x.clone())));
+        logits.value().iter().zip(&self.test_y).map(|(z, y)| (*z * *y) as f64).collect()
+    }
+}
+
+/// The logistic loss log(1 + exp(-y z)), averaged.
+fn logistic_loss(logits: &Tensor<f32>, y: &Tensor<f32>) -> Tensor<f32> {
+    (logits * y).neg().softplus().mean_all()
 }
 
 /// Logistic-regression training settings.
@@ -70,21 +95,14 @@ impl Default for LogisticConfig {
 /// Trains on the subset `mask` of the pool and returns the margins y_t * logit(x_t) on the test points. An empty
 /// subset gives the untrained model (all margins 0). A NaN/inf loss is an error naming the step.
 pub fn train_logistic(task: &BinaryTask, mask: &[bool], cfg: &LogisticConfig) -> Result<Vec<f64>> {
-    if mask.len() != task.n_train() {
-        return Err(Error::Shape(format!("mask of {} for a pool of {}", mask.len(), task.n_train())));
-    }
-    let idx: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
     let d = task.train_x.shape()[1];
     let w = Var::new(ArrayD::<f32>::zeros(IxDyn(&[d, 1])));
     let b = Var::new(ArrayD::<f32>::zeros(IxDyn(&[1])));
-    if !idx.is_empty() {
-        let x = Tensor::new(task.train_x.select(Axis(0), &idx));
-        let y = Tensor::from_vec(idx.iter().map(|&i| task.train_y[i]).collect(), &[idx.len(), 1]);
+    if let Some((x, y)) = task.subset(mask)? {
         for step in 0..cfg.steps {
             let (wt, bt) = (w.tensor(), b.tensor());
             let z = &x.matmul(&wt) + &bt;
-            // log(1 + exp(-y z)) + l2/2 |w|^2
-            let loss = (&z * &y).neg().softplus().mean_all() + (&wt * &wt).sum_all().mul_scalar(cfg.l2 as f32 / 2.0);
+            let loss = logistic_loss(&z, &y) + (&wt * &wt).sum_all().mul_scalar(cfg.l2 as f32 / 2.0);
             tensor::check_loss(step as u64, loss.item() as f64)?;
             let grads = loss.backward();
             for v in [&w, &b] {
@@ -95,8 +113,7 @@ pub fn train_logistic(task: &BinaryTask, mask: &[bool], cfg: &LogisticConfig) ->
             }
         }
     }
-    let logits = tensor::no_grad(|| Tensor::new(task.test_x.clone()).matmul(&w.tensor()));
-    Ok(logits.value().iter().zip(&task.test_y).map(|(z, y)| (*z * *y) as f64).collect())
+    Ok(task.margins(|x| x.matmul(&w.tensor())))
 }
 
 /// Small-MLP training settings: one hidden ReLU layer, full-batch Adam from a seeded init.
@@ -120,9 +137,6 @@ impl Default for MlpConfig {
 pub fn train_mlp(task: &BinaryTask, mask: &[bool], cfg: &MlpConfig) -> Result<Vec<f64>> {
     use tensor::nn::{Linear, Module};
     use tensor::optim::{Adam, AdamConfig, Optimizer};
-    if mask.len() != task.n_train() {
-        return Err(Error::Shape(format!("mask of {} for a pool of {}", mask.len(), task.n_train())));
-    }
     if cfg.hidden == 0 || !(cfg.lr > 0.0) {
         return Err(Error::InvalidArgument(format!("MLP config {cfg:?}")));
     }
@@ -132,17 +146,13 @@ pub fn train_mlp(task: &BinaryTask, mask: &[bool], cfg: &MlpConfig) -> Result<Ve
     let fc1 = Linear::new(&params.root().sub("fc1"), d, cfg.hidden, true, &mut rng);
     let fc2 = Linear::new(&params.root().sub("fc2"), cfg.hidden, 1, true, &mut rng);
     let forward = |x: &Tensor<f32>| fc2.forward(&fc1.forward(x).relu());
-    let idx: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
-    if !idx.is_empty() {
-        let x = Tensor::new(task.train_x.select(Axis(0), &idx));
-        let y = Tensor::from_vec(idx.iter().map(|&i| task.train_y[i]).collect(), &[idx.len(), 1]);
+    if let Some((x, y)) = task.subset(mask)? {
         let mut opt = Adam::new(AdamConfig::adamw(cfg.lr, cfg.l2));
         for step in 0..cfg.steps {
-            let loss = (&forward(&x) * &y).neg().softplus().mean_all();
+            let loss = logistic_loss(&forward(&x), &y);
             tensor::check_loss(step as u64, loss.item() as f64)?;
             opt.step(&params, &loss.backward());
         }
     }
-    let logits = tensor::no_grad(|| forward(&Tensor::new(task.test_x.clone())));
-    Ok(logits.value().iter().zip(&task.test_y).map(|(z, y)| (*z * *y) as f64).collect())
+    Ok(task.margins(forward))
 }

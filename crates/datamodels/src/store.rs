@@ -231,9 +231,7 @@ impl Sampling {
                 u.iter().map(|v| *v < p).collect()
             }
             Sampling::Alpha { alpha } => {
-                let keys = tensor::uniform::<f64>(&[n], 0.0, 1.0, &mut tensor::derived(seed, row as u64));
-                let mut order: Vec<usize> = (0..n).collect();
-                order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+                let order = tensor::permutation(n, &mut tensor::derived(seed, row as u64));
                 let k = ((alpha * n as f64).round() as usize).min(n);
                 let mut m = vec![false; n];
                 order[..k].iter().for_each(|&i| m[i] = true);

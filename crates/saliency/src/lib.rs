@@ -154,35 +154,39 @@ pub fn gaussian_blur(images: &ArrayD<f32>, sigma: f32) -> ArrayD<f32> {
     let total: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
     let s = images.shape();
-    let (h, w) = (s[2] as isize, s[3] as isize);
+    let (h, w) = (s[2], s[3]);
     let mut out = images.as_standard_layout().into_owned();
     let mut tmp = out.clone();
     let src = out.as_slice_mut().expect("standard layout");
     let dst = tmp.as_slice_mut().expect("standard layout");
-    let plane = (h * w) as usize;
-    for (p_src, p_dst) in src.chunks_mut(plane).zip(dst.chunks_mut(plane)) {
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, &kv) in kernel.iter().enumerate() {
-                    let xx = (x + k as isize - radius).clamp(0, w - 1);
-                    acc += kv * p_src[(y * w + xx) as usize];
-                }
-                p_dst[(y * w + x) as usize] = acc;
-            }
-        }
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, &kv) in kernel.iter().enumerate() {
-                    let yy = (y + k as isize - radius).clamp(0, h - 1);
-                    acc += kv * p_dst[(yy * w + x) as usize];
-                }
-                p_src[(y * w + x) as usize] = acc;
-            }
-        }
+    for (p_src, p_dst) in src.chunks_mut(h * w).zip(dst.chunks_mut(h * w)) {
+        blur_pass(p_src, p_dst, &kernel, (h, w), (w, 1)); // rows: h lines w apart, neighbours adjacent
+        blur_pass(p_dst, p_src, &kernel, (w, 1), (h, w)); // columns: w lines 1 apart, neighbours w apart
     }
     out
+}
+
+/// Convolves the lines of a plane with `kernel`, clamping at the ends, from `src` into `dst`: `(lines, line_step)`
+/// says how many lines there are and how far apart they start, `(len, stride)` their length and element spacing.
+fn blur_pass(
+    src: &[f32],
+    dst: &mut [f32],
+    kernel: &[f32],
+    (lines, line_step): (usize, usize),
+    (len, stride): (usize, usize),
+) {
+    let radius = (kernel.len() / 2) as isize;
+    for line in 0..lines {
+        let base = line * line_step;
+        for i in 0..len as isize {
+            let acc: f32 = kernel
+                .iter()
+                .enumerate()
+                .map(|(k, &kv)| kv * src[base + (i + k as isize - radius).clamp(0, len as isize - 1) as usize * stride])
+                .sum();
+            dst[base + i as usize * stride] = acc;
+        }
+    }
 }
 
 pub(crate) fn check_finite(a: &ArrayD<f32>, what: &str) -> Result<()> {

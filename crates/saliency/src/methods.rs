@@ -276,8 +276,8 @@ impl SaliencyMethod for Occlusion {
         for &(y, x) in &patches {
             coverage.slice_mut(s![y..y + self.window, x..x + self.window]).mapv_inplace(|c| c + 1.0);
         }
-        let target_logit = |batch: &ArrayD<f32>, t: &[usize]| -> Vec<f32> {
-            let logits = no_grad(|| model.logits(&Tensor::new(batch.clone())));
+        let target_logit = |batch: ArrayD<f32>, t: &[usize]| -> Vec<f32> {
+            let logits = no_grad(|| model.logits(&Tensor::new(batch)));
             t.iter().enumerate().map(|(i, &c)| logits.value()[[i, c]]).collect()
         };
         let n = images.shape()[0];
@@ -303,7 +303,7 @@ impl SaliencyMethod for Occlusion {
                     var_targets.push(targets[start + i]);
                 }
             }
-            let scores = target_logit(&variants, &var_targets);
+            let scores = target_logit(variants, &var_targets);
             for i in 0..len {
                 let base = i * (patches.len() + 1);
                 let mut m = maps.index_axis_mut(Axis(0), start + i);

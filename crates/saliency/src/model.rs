@@ -174,7 +174,7 @@ impl ConvNet {
         let n = data.len();
         let mut step = 0u64;
         for _ in 0..config.epochs {
-            let order = permutation(n, &mut rng);
+            let order = tensor::permutation(n, &mut rng);
             for chunk in order.chunks(config.batch) {
                 let (x, y) = data.batch(chunk);
                 let loss = self.logits(&Tensor::new(x)).cross_entropy(&y);
@@ -253,11 +253,4 @@ pub fn probabilities(model: &dyn Classifier, images: &ArrayD<f32>, max_batch: us
 pub fn accuracy(model: &dyn Classifier, data: &LabelledImages, max_batch: usize) -> f64 {
     let predicted = argmax_rows(&probabilities(model, &data.images, max_batch));
     predicted.iter().zip(&data.labels).filter(|(p, y)| p == y).count() as f64 / data.len().max(1) as f64
-}
-
-pub(crate) fn permutation(n: usize, rng: &mut tensor::Rng) -> Vec<usize> {
-    let keys = tensor::uniform::<f64>(&[n], 0.0, 1.0, rng);
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
-    order
 }

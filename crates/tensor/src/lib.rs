@@ -68,7 +68,8 @@ pub use ops::{Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows};
 pub use optim::{OptimizerState, Schedule};
 pub use rayon;
 pub use rng::{
-    Rng, derived, fans, kaiming_normal, kaiming_uniform, normal, seeded, uniform, xavier_normal, xavier_uniform,
+    Rng, derived, fans, kaiming_normal, kaiming_uniform, normal, permutation, seeded, uniform, xavier_normal,
+    xavier_uniform,
 };
 pub use tensor::{Grads, Tensor, TensorId, grad_enabled, live_graph_nodes, no_grad};
 pub use var::{LoadReport, ParamPath, Params, Var};

@@ -34,6 +34,14 @@ pub fn uniform<F: Float>(shape: &[usize], low: f64, high: f64, rng: &mut Rng) ->
     ArrayD::from_shape_simple_fn(IxDyn(shape), || F::of(rng.random_range(low..high)))
 }
 
+/// A uniformly random permutation of `0..n` (the order of `n` uniform keys: shuffles, random subsets).
+pub fn permutation(n: usize, rng: &mut Rng) -> Vec<usize> {
+    let keys = uniform::<f64>(&[n], 0.0, 1.0, rng);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+    order
+}
+
 /// `(fan_in, fan_out)` of a weight: `[out, in]` for linear layers stored as `[in, out]`-agnostic 2-D, and
 /// `[out, in, kh, kw]` for convolutions (receptive field counted in both).
 pub fn fans(shape: &[usize]) -> (usize, usize) {
