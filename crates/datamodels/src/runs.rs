@@ -113,7 +113,7 @@ pub fn train_logistic(task: &BinaryTask, mask: &[bool], cfg: &LogisticConfig) ->
             }
         }
     }
-    Ok(task.margins(|x| x.matmul(&w.tensor())))
+    Ok(task.margins(|x| &x.matmul(&w.tensor()) + &b.tensor()))
 }
 
 /// Small-MLP training settings: one hidden ReLU layer, full-batch Adam from a seeded init.
