@@ -13,6 +13,8 @@
 //! # Ok::<(), strata_data::Error>(())
 //! ```
 
+pub mod batch;
+pub mod hf;
 pub mod mnist;
 mod registry;
 pub mod text;

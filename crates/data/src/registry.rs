@@ -30,6 +30,16 @@ const fn file(path: &'static str, bytes: u64, sha256: &'static str) -> DataFile 
 /// `../shared/data`).
 pub const REGISTRY: &[Dataset] = &[
     Dataset {
+        name: "all-MiniLM-L6-v2",
+        url: "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2 (revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41)",
+        license: "Apache-2.0",
+        files: &[
+            file("model.safetensors", 90868376, "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+            file("tokenizer.json", 466247, "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+            file("config.json", 612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+        ],
+    },
+    Dataset {
         name: "mnist",
         url: "http://yann.lecun.com/exdb/mnist/",
         license: "CC BY-SA 3.0 (as commonly cited; Y. LeCun and C. Cortes)",

@@ -181,3 +181,134 @@ mod tokenize {
         assert!(ByteTokenizer.decode(&[0xff]).is_err());
     }
 }
+
+mod hf_tokenizers {
+    use proptest::prelude::*;
+    use strata_data::hf::HfTokenizer;
+
+    fn corpus() -> Vec<String> {
+        let base = "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. \
+                    You are all resolved rather to die than to famish? Resolved. resolved.";
+        (0..20).map(|i| format!("{base} {i}")).collect()
+    }
+
+    fn trained() -> HfTokenizer {
+        HfTokenizer::train_bpe(corpus().into_iter(), 400, &["<|endoftext|>"]).unwrap()
+    }
+
+    #[test]
+    fn minilm_wordpiece_matches_bert_uncased_ids() {
+        let Some(root) = super::shared_data() else { return };
+        let dir = strata_data::resolve("all-MiniLM-L6-v2", Some(&root)).unwrap();
+        let tok = HfTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+        assert_eq!(tok.vocab_size(), 30_522);
+        // bert-base-uncased: [CLS] hello world [SEP]; the file's fixed padding to 128 is switched off.
+        assert_eq!(tok.encode("Hello world", true).unwrap(), vec![101, 7592, 2088, 102]);
+        let batch = tok.encode_batch(&["Hello world", "Hello", "a b c d e f g"], true, 5).unwrap();
+        assert_eq!((batch.batch, batch.len), (3, 5));
+        assert_eq!(batch.row(1), vec![101, 7592, 102]);
+        assert_eq!(&batch.mask[5..10], &[true, true, true, false, false]);
+        assert_eq!(&batch.ids[8..10], &[0, 0]);
+        // Truncation keeps the closing [SEP].
+        assert_eq!(batch.row(2).len(), 5);
+        assert_eq!(batch.row(2)[4], 102);
+        assert_eq!(tok.decode(&batch.row(0), true).unwrap(), "hello world");
+        assert!(HfTokenizer::from_file(&root.join("nope.json")).is_err());
+    }
+
+    #[test]
+    fn bpe_training_is_deterministic_and_compresses() {
+        let a = trained();
+        let b = trained();
+        let text = "Before we proceed any further, hear me speak.";
+        assert_eq!(a.encode(text, false).unwrap(), b.encode(text, false).unwrap());
+        assert!(a.encode(text, false).unwrap().len() < text.len() / 2, "BPE merges frequent pairs");
+        assert_eq!(a.token_to_id("<|endoftext|>"), Some(0));
+        let dir = tempfile::tempdir().unwrap();
+        a.save(&dir.path().join("tokenizer.json")).unwrap();
+        let c = HfTokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+        assert_eq!(c.encode(text, false).unwrap(), a.encode(text, false).unwrap());
+        assert!(HfTokenizer::train_bpe(corpus().into_iter(), 100, &[]).is_err());
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{ not json").unwrap();
+        assert!(HfTokenizer::from_file(&bad).unwrap_err().to_string().contains("bad.json"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn byte_level_bpe_round_trips_any_text(text in "\\PC{0,120}") {
+            let tok = trained();
+            let ids = tok.encode(&text, false).unwrap();
+            prop_assert_eq!(tok.decode(&ids, false).unwrap(), text);
+        }
+    }
+}
+
+mod batching {
+    use strata_data::batch::{LmBatcher, WindowSampling, pad_sequences};
+
+    fn stream() -> Vec<u32> {
+        (0..1000u32).collect()
+    }
+
+    #[test]
+    fn windows_are_contiguous_and_targets_shifted() {
+        for sampling in [WindowSampling::Random, WindowSampling::Shuffled] {
+            let mut b = LmBatcher::new(stream(), 16, 4, sampling, 7).unwrap();
+            let batch = b.next_batch();
+            assert_eq!(batch.inputs.len(), 64);
+            for row in 0..4 {
+                let x = &batch.inputs[row * 16..(row + 1) * 16];
+                let y = &batch.targets[row * 16..(row + 1) * 16];
+                assert!(x.windows(2).all(|w| w[1] == w[0] + 1));
+                assert!(x.iter().zip(y).all(|(a, b)| *b == a + 1));
+            }
+        }
+    }
+
+    #[test]
+    fn restored_position_continues_the_same_stream() {
+        for sampling in [WindowSampling::Random, WindowSampling::Shuffled] {
+            let mut full = LmBatcher::new(stream(), 8, 5, sampling, 3).unwrap();
+            let all: Vec<_> = (0..40).map(|_| full.next_batch()).collect();
+            let mut first = LmBatcher::new(stream(), 8, 5, sampling, 3).unwrap();
+            for _ in 0..17 {
+                first.next_batch();
+            }
+            let saved = serde_json::to_string(&first.state()).unwrap();
+            let mut resumed = LmBatcher::new(stream(), 8, 5, sampling, 3).unwrap();
+            resumed.restore(serde_json::from_str(&saved).unwrap()).unwrap();
+            let rest: Vec<_> = (17..40).map(|_| resumed.next_batch()).collect();
+            assert_eq!(&all[17..], &rest[..]);
+            let mut other_seed = LmBatcher::new(stream(), 8, 5, sampling, 4).unwrap();
+            assert!(other_seed.restore(first.state()).is_err());
+        }
+    }
+
+    #[test]
+    fn shuffled_epochs_visit_every_window_once() {
+        // 999 / 9 = 111 windows; batch 37 -> exactly 3 batches per epoch.
+        let mut b = LmBatcher::new(stream(), 9, 37, WindowSampling::Shuffled, 1).unwrap();
+        for _ in 0..2 {
+            let mut starts: Vec<usize> =
+                (0..3).flat_map(|_| b.next_batch().inputs.chunks(9).map(|w| w[0]).collect::<Vec<_>>()).collect();
+            starts.sort();
+            assert_eq!(starts, (0..111).map(|w| w * 9).collect::<Vec<_>>());
+        }
+        let seq = b.sequential_batches();
+        assert_eq!(seq.len(), 3);
+        assert_eq!(seq[2].batch, 37);
+    }
+
+    #[test]
+    fn bad_batcher_configs_are_errors_and_padding_masks() {
+        assert!(LmBatcher::new(vec![1, 2, 3], 3, 1, WindowSampling::Random, 0).is_err());
+        assert!(LmBatcher::new(stream(), 0, 1, WindowSampling::Random, 0).is_err());
+        assert!(LmBatcher::new(stream(), 4, 0, WindowSampling::Random, 0).is_err());
+        let (ids, mask, len) = pad_sequences(&[vec![5, 6, 7], vec![8]], 0, 2);
+        assert_eq!(len, 2);
+        assert_eq!(ids, vec![5, 6, 8, 0]);
+        assert_eq!(mask, vec![true, true, true, false]);
+    }
+}

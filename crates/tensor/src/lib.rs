@@ -64,7 +64,7 @@ pub use checkpoint::{
 pub use error::{Error, Result, check_loss};
 pub use float::Float;
 pub use ndarray;
-pub use ops::{Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows};
+pub use ops::{Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows, matmul_flops};
 pub use optim::{OptimizerState, Schedule};
 pub use rayon;
 pub use rng::{

@@ -37,6 +37,18 @@ pub(crate) fn runtime_setup() {
     });
 }
 
+static MATMUL_FLOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Floating-point operations (`2 m n k` per product) of every matrix product run so far in this process,
+/// forward and backward. FLOP accounting elsewhere is checked against this counter.
+pub fn matmul_flops() -> u64 {
+    MATMUL_FLOPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_flops(m: usize, n: usize, k: usize) {
+    MATMUL_FLOPS.fetch_add(2 * (m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Rows (or columns) per parallel block: at least 4 blocks and at most 512 per block. A function of the
 /// shape only, never of the thread count, so every output entry comes from the same BLAS call shape and
 /// results do not depend on the number of threads.
@@ -54,11 +66,21 @@ pub(crate) fn gemm_into<F: Float>(
     mut c: ndarray::ArrayViewMut2<F>,
 ) {
     runtime_setup();
+    count_flops(a.nrows(), b.ncols(), a.ncols());
+    gemm_blocks(a, b, beta, c.view_mut());
+}
+
+fn gemm_blocks<F: Float>(
+    a: ndarray::ArrayView2<F>,
+    b: ndarray::ArrayView2<F>,
+    beta: F,
+    mut c: ndarray::ArrayViewMut2<F>,
+) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     if m * n * k < 1 << 21 || m.max(n) < 64 {
         general_mat_mul(F::one(), &a, &b, beta, &mut c);
     } else if m < n {
-        gemm_into(b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes());
+        gemm_blocks(b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes());
     } else {
         let rows = block_len(m);
         let a_blocks: Vec<_> = a.axis_chunks_iter(ndarray::Axis(0), rows).collect();
@@ -94,6 +116,7 @@ pub(crate) fn batched_mm<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, 
     assert_eq!(k, k2, "matmul: inner dimensions {k} and {k2} differ");
     let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("matmul: batch dims broadcast");
     let count: usize = batch.iter().product();
+    count_flops(count * m, n, k);
     let offsets = |shape: &[usize], mat: usize| -> Vec<usize> {
         // Offset of each broadcast batch element into a standard-layout array with batch dims `shape`.
         let pad = batch.len() - shape.len();

@@ -6,6 +6,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub mod loss;
 pub(crate) mod matmul;
+pub use matmul::matmul_flops;
 pub(crate) mod nn;
 pub(crate) mod reduce;
 pub(crate) mod shape;
