@@ -187,17 +187,37 @@ pub struct AdamConfig {
     pub eps: f64,
     pub weight_decay: f64,
     pub decoupled: bool,
+    /// Decay only parameters with 2 or more axes (weight matrices and embeddings), not biases or norm scales
+    /// (GPT-2 / nanoGPT practice).
+    #[serde(default)]
+    pub decay_matrices_only: bool,
 }
 
 impl AdamConfig {
     /// Adam with PyTorch's defaults.
     pub fn adam(lr: f64) -> Self {
-        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            decay_matrices_only: false,
+        }
     }
 
     /// AdamW with the given decoupled weight decay.
     pub fn adamw(lr: f64, weight_decay: f64) -> Self {
-        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled: true }
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            decoupled: true,
+            decay_matrices_only: false,
+        }
     }
 }
 
@@ -230,17 +250,18 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let step_size = F::of(c.lr / bc1);
             let inv_sqrt_bc2 = F::of(1.0 / bc2.sqrt());
             let eps = F::of(c.eps);
-            let wd = F::of(c.weight_decay);
-            let decay = F::of(1.0 - c.lr * c.weight_decay);
+            let weight_decay = if c.decay_matrices_only && var.shape().len() < 2 { 0.0 } else { c.weight_decay };
+            let wd = F::of(weight_decay);
+            let decay = F::of(1.0 - c.lr * weight_decay);
             let shape = g.raw_dim();
             let mut m = st.buffers.remove("m").unwrap_or_else(|| ArrayD::zeros(shape.clone()));
             let mut v = st.buffers.remove("v").unwrap_or_else(|| ArrayD::zeros(shape));
             var.update(|p| {
-                if c.decoupled && c.weight_decay != 0.0 {
+                if c.decoupled && weight_decay != 0.0 {
                     p.mapv_inplace(|x| x * decay);
                 }
                 ndarray::Zip::from(p).and(&mut m).and(&mut v).and(g).for_each(|p, m, v, &g| {
-                    let g = if !c.decoupled && c.weight_decay != 0.0 { g + wd * *p } else { g };
+                    let g = if !c.decoupled && weight_decay != 0.0 { g + wd * *p } else { g };
                     *m = b1 * *m + (F::one() - b1) * g;
                     *v = b2 * *v + (F::one() - b2) * g * g;
                     *p -= step_size * *m / ((*v).sqrt() * inv_sqrt_bc2 + eps);
