@@ -18,10 +18,11 @@
 //! use strata_transformer::{Decoder, DecoderConfig};
 //! let config = DecoderConfig { vocab_size: 65, context: 16, d_model: 32, n_layers: 2, n_heads: 4, ..DecoderConfig::default() };
 //! let model: Decoder = Decoder::new(&config, 0).unwrap();
-//! let ids = vec![1usize; 2 * 8];
+//! let ids: Vec<usize> = (0..16).collect();
+//! let next: Vec<usize> = (1..17).collect();
 //! let logits = model.forward(&ids, 2, 8).unwrap(); // [2, 8, 65]
 //! assert_eq!(logits.shape(), [2, 8, 65]);
-//! let loss = model.loss(&ids, &ids, 2, 8, None).unwrap();
+//! let loss = model.loss(&ids, &next, 2, 8, None).unwrap();
 //! assert!((loss.item() - 65f32.ln()).abs() < 0.2); // near uniform at init
 //! ```
 
