@@ -179,7 +179,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
 
 /// Adam / AdamW. `decoupled = true` is AdamW (weight decay applied to the weights, Loshchilov & Hutter);
 /// `false` adds L2 decay to the gradient (classic Adam).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdamConfig {
     pub lr: f64,
     pub beta1: f64,

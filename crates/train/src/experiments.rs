@@ -1,0 +1,1 @@
+//! LM reproductions (filled below).

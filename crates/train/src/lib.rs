@@ -1,0 +1,457 @@
+//! # strata-train
+//!
+//! The training loop every Strata model shares, and the language-model reproductions built on it.
+//!
+//! - [`Trainer`] runs an [`Objective`] (anything with parameters and a loss per step) under a serde
+//!   [`TrainConfig`]: AdamW with a learning-rate [`Schedule`], global-norm clipping, evaluation and checkpoint
+//!   intervals, a progress bar (loss, tokens/s, ETA), metrics as JSON lines (`metrics.jsonl`), and a
+//!   [`TrainReport`] at the end.
+//! - A NaN or infinite loss (or gradient) stops training with [`Error::Diverged`] naming the step.
+//! - Checkpoints hold the model, the optimizer state, and the trainer and data position
+//!   (`checkpoints/step-N/{model,optimizer}.safetensors`, `state.json`). A step directory is complete before
+//!   the `checkpoints/latest` pointer is atomically switched to it, so a kill at any moment leaves a loadable
+//!   checkpoint. Per-step randomness (dropout) is derived from `(seed, step)` and batches from
+//!   `(data seed, batches drawn)`, so [`Trainer::resume`] continues to the same final weights bit for bit.
+//! - [`Hook`]s run before and after every step with mutable access to the objective and the optimizer, so
+//!   growth schedules, layer sampling and distillation plug in without forking the loop.
+//!
+//! ```no_run
+//! use strata_train::{lm::{LmConfig, LmObjective}, Trainer};
+//! let config: LmConfig = serde_json::from_str(&std::fs::read_to_string("lm.json")?)?;
+//! let objective = LmObjective::new(&config, None)?;
+//! let mut trainer = Trainer::new(config.train.clone(), objective, Some("runs/lm".as_ref()))?;
+//! trainer.resume()?; // continues from runs/lm/checkpoints/latest when there is one
+//! let report = trainer.run()?;
+//! println!("val loss {:?}", report.final_eval);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod experiments;
+pub mod lm;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tensor::optim::{Adam, AdamConfig, Optimizer};
+use tensor::{Params, Rng, Schedule, Tensor, write_atomic};
+
+/// Errors from training.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid training config: {0}")]
+    Config(String),
+    #[error("training diverged at step {step}: {what} is {value}")]
+    Diverged { step: u64, what: &'static str, value: f64 },
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Tensor(#[from] tensor::Error),
+    #[error(transparent)]
+    Model(#[from] transformer::Error),
+    #[error(transparent)]
+    Data(#[from] data::Error),
+    #[error(transparent)]
+    Report(#[from] report::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// What is trained: parameters, a loss per step, an evaluation, and a data position to checkpoint.
+pub trait Objective {
+    fn params(&self) -> &Params<f32>;
+    /// Loss of the next training batch (advances the data position). `rng` is this step's own stream.
+    fn train_loss(&mut self, step: u64, rng: &mut Rng) -> Result<Tensor<f32>>;
+    /// Evaluation metrics, computed without gradients (e.g. `val_loss`).
+    fn evaluate(&mut self) -> Result<BTreeMap<String, f64>>;
+    /// Tokens (or examples) consumed per step, for throughput.
+    fn tokens_per_step(&self) -> u64;
+    /// Matrix-product FLOPs of the step that was just run (forward + backward).
+    fn flops_per_step(&self) -> u64;
+    /// The data position, saved in checkpoints.
+    fn data_state(&self) -> serde_json::Value;
+    fn restore_data_state(&mut self, state: &serde_json::Value) -> Result<()>;
+}
+
+/// One step's numbers, passed to hooks and logged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// Steps completed, this one included (1-based).
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    /// Gradient global norm before clipping.
+    pub grad_norm: f64,
+    pub seconds: f64,
+}
+
+/// Runs at step boundaries with mutable access to the objective (to grow a model, pick layers, set a teacher)
+/// and the optimizer (to move or reset its state).
+pub trait Hook<O: Objective> {
+    /// Before step `step` (0-based: the number of steps completed so far).
+    fn before_step(&mut self, _step: u64, _objective: &mut O, _optimizer: &mut Adam<f32>) -> Result<()> {
+        Ok(())
+    }
+    fn after_step(&mut self, _record: &StepRecord, _objective: &mut O, _optimizer: &mut Adam<f32>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Training settings (serde; unknown fields are errors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub steps: u64,
+    /// AdamW settings; `optimizer.lr` is the peak learning rate.
+    pub optimizer: AdamConfig,
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this (None: no clipping).
+    pub grad_clip: Option<f64>,
+    /// Evaluate every this many steps (and at the end); 0: only at the end.
+    pub eval_interval: u64,
+    /// Checkpoint every this many steps (and at the end); 0: never.
+    pub checkpoint_interval: u64,
+    /// Write a `train` metrics line every this many steps.
+    pub log_interval: u64,
+    /// Seed of the per-step random streams (dropout).
+    pub seed: u64,
+    /// Show a progress bar on stderr.
+    #[serde(default)]
+    pub progress: bool,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.optimizer;
+        let bad = |m: String| Err(Error::Config(m));
+        if self.steps == 0 {
+            return bad("steps must be positive".into());
+        }
+        if !(o.lr > 0.0) || !o.lr.is_finite() || !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            return bad(format!("lr {} must be positive and betas ({}, {}) in [0, 1)", o.lr, o.beta1, o.beta2));
+        }
+        if !(o.eps > 0.0) || !(o.weight_decay >= 0.0) {
+            return bad(format!("eps {} must be positive and weight_decay {} non-negative", o.eps, o.weight_decay));
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c > 0.0) {
+                return bad(format!("grad_clip {c} must be positive"));
+            }
+        }
+        if self.log_interval == 0 {
+            return bad("log_interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainReport {
+    pub steps: u64,
+    /// Steps this process ran (fewer than `steps` after a resume).
+    pub steps_run: u64,
+    /// `(step, loss)` at every logged step of this process.
+    pub train_loss: Vec<(u64, f64)>,
+    /// `(step, metrics)` of every evaluation of this process.
+    pub evals: Vec<(u64, BTreeMap<String, f64>)>,
+    pub final_eval: BTreeMap<String, f64>,
+    /// Seconds spent in training steps (evaluation and checkpoints excluded).
+    pub train_seconds: f64,
+    pub wall_seconds: f64,
+    pub tokens_per_second: f64,
+    pub matmul_flops_per_second: f64,
+}
+
+/// The trainer and data position stored beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    seed: u64,
+    data: serde_json::Value,
+    config: TrainConfig,
+}
+
+/// The training loop. See the crate docs.
+pub struct Trainer<O: Objective> {
+    pub config: TrainConfig,
+    pub objective: O,
+    pub optimizer: Adam<f32>,
+    step: u64,
+    out_dir: Option<PathBuf>,
+    hooks: Vec<Box<dyn Hook<O>>>,
+    report: TrainReport,
+    flops_run: u64,
+    tokens_run: u64,
+}
+
+impl<O: Objective> std::fmt::Debug for Trainer<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").field("step", &self.step).field("out_dir", &self.out_dir).finish()
+    }
+}
+
+impl<O: Objective> Trainer<O> {
+    /// `out_dir` receives `metrics.jsonl` and `checkpoints/`; `None` trains in memory only.
+    pub fn new(config: TrainConfig, objective: O, out_dir: Option<&Path>) -> Result<Self> {
+        config.validate()?;
+        if let Some(d) = out_dir {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        let optimizer = Adam::new(config.optimizer.clone());
+        Ok(Trainer {
+            report: TrainReport {
+                steps: config.steps,
+                steps_run: 0,
+                train_loss: Vec::new(),
+                evals: Vec::new(),
+                final_eval: BTreeMap::new(),
+                train_seconds: 0.0,
+                wall_seconds: 0.0,
+                tokens_per_second: 0.0,
+                matmul_flops_per_second: 0.0,
+            },
+            config,
+            objective,
+            optimizer,
+            step: 0,
+            out_dir: out_dir.map(Path::to_path_buf),
+            hooks: Vec::new(),
+            flops_run: 0,
+            tokens_run: 0,
+        })
+    }
+
+    pub fn add_hook(&mut self, hook: Box<dyn Hook<O>>) {
+        self.hooks.push(hook);
+    }
+
+    /// Steps completed.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    fn checkpoint_root(&self) -> Option<PathBuf> {
+        self.out_dir.as_ref().map(|d| d.join("checkpoints"))
+    }
+
+    /// Loads the latest checkpoint in the output directory, if there is one; returns whether it did. The
+    /// checkpoint's training config must equal this run's (except `progress`).
+    pub fn resume(&mut self) -> Result<bool> {
+        let Some(root) = self.checkpoint_root() else { return Ok(false) };
+        let latest = root.join("latest");
+        if !latest.exists() {
+            return Ok(false);
+        }
+        let name = std::fs::read_to_string(&latest).map_err(io_err(&latest))?;
+        let dir = root.join(name.trim());
+        let bad = |message: String| Error::Checkpoint { path: dir.clone(), message };
+        let state_path = dir.join("state.json");
+        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+        let state: TrainerState = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+        let (mut saved, mut ours) = (state.config.clone(), self.config.clone());
+        saved.progress = false;
+        ours.progress = false;
+        if saved != ours {
+            return Err(bad(format!(
+                "written by a run with another training config ({}); resume with the same config",
+                serde_json::to_string(&state.config).unwrap_or_default()
+            )));
+        }
+        self.objective.params().load(&dir.join("model.safetensors"))?;
+        *self.optimizer.state_mut() = tensor::OptimizerState::load(&dir.join("optimizer.safetensors"))?;
+        self.objective.restore_data_state(&state.data)?;
+        self.step = state.step;
+        self.truncate_metrics()?;
+        Ok(true)
+    }
+
+    /// Drops metric lines written after the checkpoint being resumed (they will be written again).
+    fn truncate_metrics(&self) -> Result<()> {
+        let Some(path) = self.out_dir.as_ref().map(|d| d.join("metrics.jsonl")) else { return Ok(()) };
+        if !path.exists() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s <= self.step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&path, kept.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the current step.
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let Some(root) = self.checkpoint_root() else { return Ok(()) };
+        let name = format!("step-{:08}", self.step);
+        let tmp = root.join(format!("{name}.tmp"));
+        let dir = root.join(&name);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        self.objective.params().save(&tmp.join("model.safetensors"), None)?;
+        self.optimizer.state().save(&tmp.join("optimizer.safetensors"))?;
+        let state = TrainerState {
+            step: self.step,
+            seed: self.config.seed,
+            data: self.objective.data_state(),
+            config: self.config.clone(),
+        };
+        write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("json").as_bytes())?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        write_atomic(&root.join("latest"), name.as_bytes())?;
+        // Keep the two newest step directories.
+        let mut steps: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map_err(io_err(&root))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+            .filter(|p| p.extension().is_none())
+            .collect();
+        steps.sort();
+        for old in steps.iter().rev().skip(2) {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(())
+    }
+
+    fn write_metric(&self, line: serde_json::Value) -> Result<()> {
+        let Some(path) = self.out_dir.as_ref().map(|d| d.join("metrics.jsonl")) else { return Ok(()) };
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        writeln!(f, "{line}").map_err(io_err(&path))?;
+        Ok(())
+    }
+
+    /// Runs one step: hooks, loss, backward, divergence check, clipping, scheduled AdamW update, hooks.
+    pub fn train_step(&mut self) -> Result<StepRecord> {
+        let started = Instant::now();
+        let step = self.step;
+        for h in self.hooks.iter_mut() {
+            h.before_step(step, &mut self.objective, &mut self.optimizer)?;
+        }
+        let mut rng = tensor::derived(self.config.seed, step);
+        let loss_t = self.objective.train_loss(step, &mut rng)?;
+        let loss = loss_t.item() as f64;
+        if !loss.is_finite() {
+            return Err(Error::Diverged { step: step + 1, what: "loss", value: loss });
+        }
+        let mut grads = loss_t.backward();
+        drop(loss_t);
+        let grad_norm = grads.global_norm();
+        if !grad_norm.is_finite() {
+            return Err(Error::Diverged { step: step + 1, what: "gradient norm", value: grad_norm });
+        }
+        if let Some(c) = self.config.grad_clip {
+            grads.clip_global_norm(c);
+        }
+        let lr = self.config.optimizer.lr * self.config.schedule.factor(step);
+        self.optimizer.set_lr(lr);
+        self.optimizer.step(self.objective.params(), &grads);
+        self.step += 1;
+        let record = StepRecord { step: self.step, loss, lr, grad_norm, seconds: started.elapsed().as_secs_f64() };
+        for h in self.hooks.iter_mut() {
+            h.after_step(&record, &mut self.objective, &mut self.optimizer)?;
+        }
+        self.flops_run += self.objective.flops_per_step();
+        self.tokens_run += self.objective.tokens_per_step();
+        Ok(record)
+    }
+
+    fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {
+        let metrics = self.objective.evaluate()?;
+        let mut line = serde_json::json!({ "kind": "eval", "step": self.step });
+        for (k, v) in &metrics {
+            line[k] = serde_json::json!(v);
+        }
+        self.write_metric(line)?;
+        self.report.evals.push((self.step, metrics.clone()));
+        Ok(metrics)
+    }
+
+    /// Trains until `config.steps` (from wherever [`Trainer::resume`] left it), evaluating and checkpointing at
+    /// the configured intervals, and returns the report.
+    pub fn run(&mut self) -> Result<TrainReport> {
+        let wall = Instant::now();
+        let bar = self.config.progress.then(|| {
+            let bar = indicatif::ProgressBar::new(self.config.steps);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")
+                    .expect("valid template"),
+            );
+            bar.set_position(self.step);
+            bar
+        });
+        let (mut train_seconds, mut window_tokens, mut window_seconds) = (0.0, 0u64, 0.0);
+        let first_step = self.step;
+        while self.step < self.config.steps {
+            let rec = self.train_step()?;
+            train_seconds += rec.seconds;
+            window_seconds += rec.seconds;
+            window_tokens += self.objective.tokens_per_step();
+            if rec.step % self.config.log_interval == 0 || rec.step == self.config.steps {
+                let tps = window_tokens as f64 / window_seconds.max(1e-12);
+                self.write_metric(serde_json::json!({
+                    "kind": "train", "step": rec.step, "loss": rec.loss, "lr": rec.lr,
+                    "grad_norm": rec.grad_norm, "tokens_per_s": tps, "elapsed_s": wall.elapsed().as_secs_f64(),
+                }))?;
+                self.report.train_loss.push((rec.step, rec.loss));
+                if let Some(b) = &bar {
+                    b.set_message(format!("loss {:.4} · {:.0} tok/s", rec.loss, tps));
+                }
+                (window_tokens, window_seconds) = (0, 0.0);
+            }
+            if let Some(b) = &bar {
+                b.set_position(rec.step);
+            }
+            let last = rec.step == self.config.steps;
+            if last || (self.config.eval_interval > 0 && rec.step % self.config.eval_interval == 0) {
+                let m = self.evaluate()?;
+                if let Some(b) = &bar {
+                    b.println(format!("step {}: {}", rec.step, fmt_metrics(&m)));
+                }
+                if last {
+                    self.report.final_eval = m;
+                }
+            }
+            if self.config.checkpoint_interval > 0 && (last || rec.step % self.config.checkpoint_interval == 0) {
+                self.save_checkpoint()?;
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if self.report.final_eval.is_empty() {
+            self.report.final_eval = self.evaluate()?;
+        }
+        self.report.steps_run = self.step - first_step;
+        self.report.train_seconds = train_seconds;
+        self.report.wall_seconds = wall.elapsed().as_secs_f64();
+        self.report.tokens_per_second = self.tokens_run as f64 / train_seconds.max(1e-12);
+        self.report.matmul_flops_per_second = self.flops_run as f64 / train_seconds.max(1e-12);
+        Ok(self.report.clone())
+    }
+}
+
+fn fmt_metrics(m: &BTreeMap<String, f64>) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
+}
