@@ -15,6 +15,19 @@ fn lm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The reference LM step (W2 shapes) inside the full trainer: batching, schedule, clipping check, AdamW,
+/// metrics line every step written to disk.
+fn lm_trainer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lm_trainer");
+    g.sample_size(10);
+    let dir = std::env::temp_dir().join(format!("strata-bench-lm-{}", std::process::id()));
+    let mut t = strata_benches::lm_trainer_w2(&dir);
+    g.throughput(Throughput::Elements(strata_benches::LM_W2_TOKENS_PER_STEP));
+    g.bench_function("gpt_4x256_b16_t128_trainer_step", |b| b.iter(|| black_box(t.logged_step().unwrap().loss)));
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn cnn(c: &mut Criterion) {
     let mut g = c.benchmark_group("cnn_step");
     g.sample_size(10);
@@ -41,6 +54,6 @@ criterion_group! {
     name = benches;
     // No plots: plotters' SVG text needs system fonts, which minimal machines lack.
     config = Criterion::default().without_plots();
-    targets = lm, cnn, icl
+    targets = lm, lm_trainer, cnn, icl
 }
 criterion_main!(benches);

@@ -218,6 +218,50 @@ impl IclWorkload {
     }
 }
 
+/// Tokens per step of the W2 LM workload (batch 16 x 128).
+pub const LM_W2_TOKENS_PER_STEP: u64 = 16 * 128;
+
+/// The W2 LM workload (GPT pre-LN 4x256, 4 heads, MLP 1024 with tanh GELU, learned positions, untied head,
+/// vocab 256, T 128, B 16, AdamW 3e-4 / wd 0.1) as a `strata-train` run on a random byte stream, writing its
+/// metrics under `dir`. Each `logged_step` is one full trainer step.
+pub fn lm_trainer_w2(dir: &std::path::Path) -> train::Trainer<train::lm::LmObjective> {
+    use train::lm::{Corpus, LmConfig, LmObjective};
+    let config = LmConfig {
+        model: transformer::DecoderConfig {
+            vocab_size: 256,
+            context: 128,
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 4,
+            d_ff: 1024,
+            positions: transformer::Positions::Learned,
+            tie_embeddings: false,
+            bias: true,
+            activation: tensor::nn::Activation::GeluTanh,
+            ..transformer::DecoderConfig::default()
+        },
+        model_seed: 0,
+        corpus: Corpus::Synthetic { tokens: 1 << 20, vocab: 256, seed: 1 },
+        batch: 16,
+        sampling: data::batch::WindowSampling::Random,
+        data_seed: 0,
+        eval_batches: 1,
+        train: train::TrainConfig {
+            steps: u64::MAX,
+            optimizer: tensor::optim::AdamConfig::adamw(3e-4, 0.1),
+            schedule: tensor::Schedule::Constant,
+            grad_clip: None,
+            eval_interval: 0,
+            checkpoint_interval: 0,
+            log_interval: 1,
+            seed: 0,
+            progress: false,
+        },
+    };
+    let objective = LmObjective::new(&config, None).expect("synthetic corpus needs no files");
+    train::Trainer::new(config.train.clone(), objective, Some(dir)).expect("valid config")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

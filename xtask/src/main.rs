@@ -177,6 +177,13 @@ fn anchors() -> Result {
         }
         run(c)?;
     }
+    println!("== benches/anchors/jax_lm_shapes.py (lm/shakespeare-char shapes)");
+    let mut c = Command::new(&py);
+    c.arg(root().join("benches").join("anchors").join("jax_lm_shapes.py"))
+        .args(["--vocab", "65", "--d", "128", "--heads", "4", "--layers", "4", "--ctx", "64", "--batch", "12"])
+        .args(["--tied", "--no-bias"])
+        .env("STRATA_ANCHORS", &dir);
+    run(c)?;
     Ok(())
 }
 

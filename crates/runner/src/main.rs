@@ -54,6 +54,16 @@ fn experiments() -> Vec<Experiment> {
             run: |c| Ok(saliency::experiments::complete_sound(c)?),
         },
         Experiment {
+            id: "lm/shakespeare-char",
+            about: "nanoGPT's CPU baseline (4x128, context 64, batch 12, 2,000 iters): validation loss <= 1.88; tokens/s",
+            run: |c| Ok(train::experiments::shakespeare_char(c)?),
+        },
+        Experiment {
+            id: "lm/wikitext2",
+            about: "small BPE GPT on WikiText-2: validation perplexity curve against a unigram baseline; tokens/s",
+            run: |c| Ok(train::experiments::wikitext2(c)?),
+        },
+        Experiment {
             id: "datamodels/exact",
             about: "P10: by enumeration, least-squares datamodel = Fourier levels 0/1, residual = weight above 1, Stab_rho, influences",
             run: |c| Ok(datamodels::experiments::exact(c)?),

@@ -92,9 +92,14 @@ impl Float for f32 {
     fn to_f64_lossy(self) -> f64 {
         self as f64
     }
+    /// Abramowitz & Stegun 7.1.26 (1.5e-7) in f32 arithmetic: absolute error below 6e-7, branch-free so
+    /// GELU over a tensor vectorises; libm's `erff` was a tenth of a small GPT's step.
     #[inline]
     fn erf(self) -> Self {
-        libm::erff(self)
+        let a = self.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+        (1.0 - poly * (-a * a).exp_fast()).copysign(self)
     }
     unsafe fn gemm_raw(
         m: usize,

@@ -361,3 +361,16 @@ fn fast_exp_is_accurate_for_f32() {
     assert!(worst < 3e-7, "worst relative error {worst}");
     assert!(200.0f32.exp_fast().is_finite() && (-200.0f32).exp_fast() >= 0.0);
 }
+
+#[test]
+fn f32_erf_approximation_is_within_f32_resolution() {
+    use strata_tensor::Float;
+    let mut worst = 0.0f64;
+    for i in -60_000..=60_000 {
+        let x = i as f64 * 1e-4;
+        let got = Float::erf(x as f32) as f64;
+        worst = worst.max((got - libm::erf(x as f32 as f64)).abs());
+    }
+    assert!(worst < 6e-7, "max |erf_f32 - erf| = {worst}");
+    assert!(Float::erf(f32::NAN).is_nan());
+}

@@ -193,6 +193,10 @@ pub struct Trainer<O: Objective> {
     report: TrainReport,
     flops_run: u64,
     tokens_run: u64,
+    train_seconds: f64,
+    /// Tokens and seconds since the last metrics line.
+    window: (u64, f64),
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl<O: Objective> std::fmt::Debug for Trainer<O> {
@@ -229,6 +233,9 @@ impl<O: Objective> Trainer<O> {
             hooks: Vec::new(),
             flops_run: 0,
             tokens_run: 0,
+            train_seconds: 0.0,
+            window: (0, 0.0),
+            bar: None,
         })
     }
 
@@ -388,66 +395,74 @@ impl<O: Objective> Trainer<O> {
         Ok(metrics)
     }
 
+    /// One step as [`Trainer::run`] takes it: [`Trainer::train_step`], then the metrics line (every
+    /// `log_interval` steps), evaluation and checkpoint at their intervals and at the last step.
+    pub fn logged_step(&mut self) -> Result<StepRecord> {
+        let rec = self.train_step()?;
+        self.window.0 += self.objective.tokens_per_step();
+        self.window.1 += rec.seconds;
+        self.train_seconds += rec.seconds;
+        let last = rec.step == self.config.steps;
+        if rec.step % self.config.log_interval == 0 || last {
+            let tps = self.window.0 as f64 / self.window.1.max(1e-12);
+            self.write_metric(serde_json::json!({
+                "kind": "train", "step": rec.step, "loss": rec.loss, "lr": rec.lr,
+                "grad_norm": rec.grad_norm, "tokens_per_s": tps, "elapsed_s": self.train_seconds,
+            }))?;
+            self.report.train_loss.push((rec.step, rec.loss));
+            if let Some(b) = &self.bar {
+                b.set_message(format!("loss {:.4} · {:.0} tok/s", rec.loss, tps));
+            }
+            self.window = (0, 0.0);
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(rec.step);
+        }
+        if last || (self.config.eval_interval > 0 && rec.step % self.config.eval_interval == 0) {
+            let m = self.evaluate()?;
+            if let Some(b) = &self.bar {
+                b.println(format!("step {}: {}", rec.step, fmt_metrics(&m)));
+            }
+            if last {
+                self.report.final_eval = m;
+            }
+        }
+        if self.config.checkpoint_interval > 0 && (last || rec.step % self.config.checkpoint_interval == 0) {
+            self.save_checkpoint()?;
+        }
+        Ok(rec)
+    }
+
     /// Trains until `config.steps` (from wherever [`Trainer::resume`] left it), evaluating and checkpointing at
     /// the configured intervals, and returns the report.
     pub fn run(&mut self) -> Result<TrainReport> {
         let wall = Instant::now();
-        let bar = self.config.progress.then(|| {
+        if self.config.progress {
             let bar = indicatif::ProgressBar::new(self.config.steps);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")
                     .expect("valid template"),
             );
             bar.set_position(self.step);
-            bar
-        });
-        let (mut train_seconds, mut window_tokens, mut window_seconds) = (0.0, 0u64, 0.0);
-        let first_step = self.step;
-        while self.step < self.config.steps {
-            let rec = self.train_step()?;
-            train_seconds += rec.seconds;
-            window_seconds += rec.seconds;
-            window_tokens += self.objective.tokens_per_step();
-            if rec.step % self.config.log_interval == 0 || rec.step == self.config.steps {
-                let tps = window_tokens as f64 / window_seconds.max(1e-12);
-                self.write_metric(serde_json::json!({
-                    "kind": "train", "step": rec.step, "loss": rec.loss, "lr": rec.lr,
-                    "grad_norm": rec.grad_norm, "tokens_per_s": tps, "elapsed_s": wall.elapsed().as_secs_f64(),
-                }))?;
-                self.report.train_loss.push((rec.step, rec.loss));
-                if let Some(b) = &bar {
-                    b.set_message(format!("loss {:.4} · {:.0} tok/s", rec.loss, tps));
-                }
-                (window_tokens, window_seconds) = (0, 0.0);
-            }
-            if let Some(b) = &bar {
-                b.set_position(rec.step);
-            }
-            let last = rec.step == self.config.steps;
-            if last || (self.config.eval_interval > 0 && rec.step % self.config.eval_interval == 0) {
-                let m = self.evaluate()?;
-                if let Some(b) = &bar {
-                    b.println(format!("step {}: {}", rec.step, fmt_metrics(&m)));
-                }
-                if last {
-                    self.report.final_eval = m;
-                }
-            }
-            if self.config.checkpoint_interval > 0 && (last || rec.step % self.config.checkpoint_interval == 0) {
-                self.save_checkpoint()?;
-            }
+            self.bar = Some(bar);
         }
-        if let Some(b) = bar {
+        let (first_step, seconds_before) = (self.step, self.train_seconds);
+        let (flops_before, tokens_before) = (self.flops_run, self.tokens_run);
+        while self.step < self.config.steps {
+            self.logged_step()?;
+        }
+        if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
         if self.report.final_eval.is_empty() {
             self.report.final_eval = self.evaluate()?;
         }
+        let train_seconds = self.train_seconds - seconds_before;
         self.report.steps_run = self.step - first_step;
         self.report.train_seconds = train_seconds;
         self.report.wall_seconds = wall.elapsed().as_secs_f64();
-        self.report.tokens_per_second = self.tokens_run as f64 / train_seconds.max(1e-12);
-        self.report.matmul_flops_per_second = self.flops_run as f64 / train_seconds.max(1e-12);
+        self.report.tokens_per_second = (self.tokens_run - tokens_before) as f64 / train_seconds.max(1e-12);
+        self.report.matmul_flops_per_second = (self.flops_run - flops_before) as f64 / train_seconds.max(1e-12);
         Ok(self.report.clone())
     }
 }

@@ -194,12 +194,11 @@ fn bad_configs_are_errors() {
     let small_vocab =
         LmConfig { model: DecoderConfig { vocab_size: 5, ..lm_config(5, 0, 32).model }, ..lm_config(5, 0, 32) };
     assert!(LmObjective::new(&small_vocab, None).unwrap_err().to_string().contains("vocab_size"));
-    let missing = LmConfig {
-        corpus: Corpus::Wikitext2 { tokenizer: strata_train::lm::TokenizerChoice::Bytes },
+    let bad_split = LmConfig {
+        corpus: Corpus::Shakespeare { val_fraction: 1.5, tokenizer: strata_train::lm::TokenizerChoice::Chars },
         ..lm_config(5, 0, 32)
     };
-    let empty = tempfile::tempdir().unwrap();
-    assert!(LmObjective::new(&missing, Some(empty.path())).unwrap_err().to_string().contains("wikitext-2"));
+    assert!(LmObjective::new(&bad_split, None).unwrap_err().to_string().contains("val_fraction"));
 }
 
 /// Grows the model by one layer (a copy of the top layer) at a given step, as a stacking schedule would.
