@@ -242,3 +242,17 @@ fn hooks_run_at_step_boundaries_and_can_grow_the_model() {
         transformer::flops::decoder_step(&t.objective.model.config, 8, 32, 2).total()
     );
 }
+
+#[test]
+fn training_is_identical_under_one_and_two_threads() {
+    let cfg = lm_config(6, 0, 32);
+    let train_with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+            t.run().unwrap();
+            t.objective.model.params.snapshot()
+        })
+    };
+    assert_eq!(train_with(1), train_with(2));
+}
