@@ -134,13 +134,18 @@ impl LmBatcher {
                     .collect()
             }
         };
-        let mut inputs = Vec::with_capacity(self.batch * self.context);
-        let mut targets = Vec::with_capacity(self.batch * self.context);
-        for s in starts {
+        self.windows(&starts)
+    }
+
+    /// The windows starting at `starts`, as one batch.
+    fn windows(&self, starts: &[usize]) -> LmBatch {
+        let mut inputs = Vec::with_capacity(starts.len() * self.context);
+        let mut targets = Vec::with_capacity(starts.len() * self.context);
+        for &s in starts {
             inputs.extend(self.tokens[s..s + self.context].iter().map(|&t| t as usize));
             targets.extend(self.tokens[s + 1..s + self.context + 1].iter().map(|&t| t as usize));
         }
-        LmBatch { inputs, targets, batch: self.batch, context: self.context }
+        LmBatch { inputs, targets, batch: starts.len(), context: self.context }
     }
 
     fn epoch_order(&self, epoch: u64) -> Vec<usize> {
@@ -162,15 +167,8 @@ impl LmBatcher {
         (0..n)
             .step_by(self.batch)
             .map(|first| {
-                let rows = self.batch.min(n - first);
-                let mut inputs = Vec::with_capacity(rows * self.context);
-                let mut targets = Vec::with_capacity(rows * self.context);
-                for w in first..first + rows {
-                    let s = w * self.context;
-                    inputs.extend(self.tokens[s..s + self.context].iter().map(|&t| t as usize));
-                    targets.extend(self.tokens[s + 1..s + self.context + 1].iter().map(|&t| t as usize));
-                }
-                LmBatch { inputs, targets, batch: rows, context: self.context }
+                let starts: Vec<usize> = (first..n.min(first + self.batch)).map(|w| w * self.context).collect();
+                self.windows(&starts)
             })
             .collect()
     }
