@@ -254,7 +254,7 @@ fn gelu_erf<F: Float>(x: F) -> F {
 
 fn gelu_erf_grad<F: Float>(x: F) -> F {
     let cdf = F::of(0.5) * (F::one() + (x * F::of(std::f64::consts::FRAC_1_SQRT_2)).erf());
-    let pdf = (F::of(-0.5) * x * x).exp() * F::of(0.398_942_280_401_432_7);
+    let pdf = (F::of(-0.5) * x * x).exp_fast() * F::of(0.398_942_280_401_432_7);
     cdf + x * pdf
 }
 
