@@ -94,7 +94,7 @@ fn train_lm(ctx: &RunCtx, config: &LmConfig, out: &Path) -> Result<(LmObjective,
     let objective = LmObjective::with_save_dir(config, ctx.data_dir.as_deref(), Some(out))?;
     let mut trainer = Trainer::new(config.train.clone(), objective, Some(out))?;
     let report = trainer.run()?;
-    trainer.objective.model.params.save(&out.join("model.safetensors"), None)?;
+    trainer.objective.model.save(&out.join("model.safetensors"))?;
     Ok((trainer.objective, report))
 }
 

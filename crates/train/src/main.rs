@@ -47,7 +47,7 @@ fn main() -> Result<()> {
         eprintln!("resumed at step {}", trainer.step_count());
     }
     let report = trainer.run().context("training")?;
-    trainer.objective.model.params.save(&args.out.join("model.safetensors"), None)?;
+    trainer.objective.model.save(&args.out.join("model.safetensors"))?;
     tensor::write_atomic(&args.out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     eprintln!("done: {} steps, final {:?}, {:.0} tokens/s", report.steps, report.final_eval, report.tokens_per_second);
     Ok(())

@@ -257,6 +257,28 @@ impl<F: Float> Decoder<F> {
         self.layers.len()
     }
 
+    /// Writes the weights as safetensors (atomically) with the config as JSON in the metadata (`config`), so
+    /// [`Decoder::load`] needs nothing else.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let config = serde_json::to_string(&self.config).expect("config serializes");
+        self.params.save(path, Some(std::collections::HashMap::from([("config".to_string(), config)])))?;
+        Ok(())
+    }
+
+    /// Loads a decoder written by [`Decoder::save`]: the config from the metadata, then every weight (a missing
+    /// or extra tensor, or a shape mismatch, is an error).
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let stored = tensor::read_safetensors(path)?;
+        let bad = |message: String| Error::File { path: path.to_path_buf(), message };
+        let text =
+            stored.metadata.get("config").ok_or_else(|| bad("no `config` in the safetensors metadata".into()))?;
+        let config: DecoderConfig = serde_json::from_str(text).map_err(|e| bad(format!("config metadata: {e}")))?;
+        config.validate()?;
+        let model = Self::build(&config, Params::new(), 0);
+        model.params.load(path)?;
+        Ok(model)
+    }
+
     /// The parameter-name prefix of layer `i`.
     pub fn layer_prefix(i: usize) -> String {
         format!("layers.{i}")

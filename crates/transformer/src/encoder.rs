@@ -170,18 +170,29 @@ impl<F: Float> Encoder<F> {
         Encoder { config: c.clone(), params, word, position, token_type, emb_ln, layers }
     }
 
-    /// Loads a HuggingFace BERT directory (`config.json` + `model.safetensors`). Every encoder parameter must
-    /// be in the file; entries the encoder does not use (`pooler.*`, `embeddings.position_ids`) are ignored.
+    /// Loads a HuggingFace BERT directory (`config.json` + `model.safetensors`). Names may carry the `bert.`
+    /// prefix of HF's task models (`BertForMaskedLM`, ...). Every encoder parameter must be in the file; entries
+    /// the encoder does not use (`pooler.*`, `cls.*`, `embeddings.position_ids`) are ignored.
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let enc = Self::build(&config, Params::new(), 0);
         let weights = dir.join("model.safetensors");
-        let report = enc.params.load_partial(&weights)?;
-        if !report.missing.is_empty() {
-            return Err(Error::File {
-                path: weights,
-                message: format!("missing encoder parameters: {}", report.missing.join(", ")),
-            });
+        let stored = tensor::read_safetensors(&weights)?;
+        let bad = |message: String| Error::File { path: weights.clone(), message };
+        let mut seen = std::collections::HashSet::new();
+        for (name, t) in &stored.tensors {
+            let name = name.strip_prefix("bert.").unwrap_or(name);
+            let Some(var) = enc.params.get(name) else { continue };
+            let value = t.to_float::<F>().map_err(|e| bad(format!("`{name}`: {e}")))?;
+            if value.shape() != var.shape().as_slice() {
+                return Err(bad(format!("`{name}` has shape {:?}, the config gives {:?}", value.shape(), var.shape())));
+            }
+            var.set(value);
+            seen.insert(name.to_string());
+        }
+        let missing: Vec<String> = enc.params.names().into_iter().filter(|n| !seen.contains(n)).collect();
+        if !missing.is_empty() {
+            return Err(bad(format!("missing encoder parameters: {}", missing.join(", "))));
         }
         Ok(enc)
     }

@@ -279,3 +279,45 @@ fn flop_counts_in_config_units() {
     assert_eq!(f.backward, 2 * f.forward);
     let _ = Tensor::<f32>::scalar(0.0);
 }
+
+#[test]
+fn decoder_save_load_round_trip_and_bert_prefixed_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = tiny(Positions::Rotary, false, false);
+    let m = Decoder::<f32>::new(&c, 4).unwrap();
+    let path = dir.path().join("decoder.safetensors");
+    m.save(&path).unwrap();
+    let back = Decoder::<f32>::load(&path).unwrap();
+    assert_eq!(back.config, c);
+    let x = ids(12, c.vocab_size, 0);
+    assert_eq!(no_grad(|| m.forward(&x, 1, 12)).unwrap().value(), no_grad(|| back.forward(&x, 1, 12)).unwrap().value());
+    m.params.save(&dir.path().join("bare.safetensors"), None).unwrap();
+    assert!(Decoder::<f32>::load(&dir.path().join("bare.safetensors")).unwrap_err().to_string().contains("config"));
+
+    // A BertForMaskedLM-style file: names under `bert.`, plus head tensors the encoder ignores.
+    let bc = tiny_bert();
+    let enc = Encoder::<f32>::new(&bc, 8).unwrap();
+    let mut tensors: Vec<(String, tensor::StoredTensor)> = enc
+        .params
+        .iter()
+        .into_iter()
+        .map(|(n, v)| (format!("bert.{n}"), tensor::StoredTensor::from_float(&v.value())))
+        .collect();
+    tensors.push((
+        "cls.predictions.bias".into(),
+        tensor::StoredTensor::from_float(&tensor::ndarray::ArrayD::<f32>::zeros(tensor::ndarray::IxDyn(&[13]))),
+    ));
+    let hf = dir.path().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    tensor::write_safetensors(&hf.join("model.safetensors"), &tensors, None).unwrap();
+    std::fs::write(hf.join("config.json"), serde_json::to_string(&bc).unwrap()).unwrap();
+    let loaded = Encoder::<f32>::from_pretrained(&hf).unwrap();
+    let x = ids(6, bc.vocab_size, 1);
+    let a = no_grad(|| enc.forward(&x, &[true; 6], None, 1, 6, None)).unwrap();
+    let b = no_grad(|| loaded.forward(&x, &[true; 6], None, 1, 6, None)).unwrap();
+    assert_eq!(a.value(), b.value());
+    // A file missing a layer is refused, naming it.
+    tensors.retain(|(n, _)| !n.starts_with("bert.encoder.layer.1."));
+    tensor::write_safetensors(&hf.join("model.safetensors"), &tensors, None).unwrap();
+    assert!(Encoder::<f32>::from_pretrained(&hf).unwrap_err().to_string().contains("encoder.layer.1."));
+}
