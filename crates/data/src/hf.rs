@@ -134,13 +134,29 @@ impl HfTokenizer {
     /// Encodes texts, truncates each to `max_len` tokens (keeping the final special token) and pads to the
     /// longest. An empty batch or `max_len` 0 is an error.
     pub fn encode_batch(&self, texts: &[&str], special: bool, max_len: usize) -> Result<EncodedBatch> {
+        self.encode_inputs(texts.iter().map(|&t| tokenizers::EncodeInput::from(t)).collect(), special, max_len)
+    }
+
+    /// Encodes sentence pairs as BERT does (`[CLS] a [SEP] b [SEP]`, token types 0 then 1), truncated to
+    /// `max_len` (keeping the final `[SEP]`) and padded to the longest.
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)], max_len: usize) -> Result<EncodedBatch> {
+        self.encode_inputs(pairs.iter().map(|&(a, b)| tokenizers::EncodeInput::from((a, b))).collect(), true, max_len)
+    }
+
+    fn encode_inputs(
+        &self,
+        inputs: Vec<tokenizers::EncodeInput<'_>>,
+        special: bool,
+        max_len: usize,
+    ) -> Result<EncodedBatch> {
         let here = Path::new("<encode_batch>");
-        if texts.is_empty() || max_len == 0 {
-            return Err(format_err(here, format!("{} texts with max_len {max_len}", texts.len())));
+        if inputs.is_empty() || max_len == 0 {
+            return Err(format_err(here, format!("{} inputs with max_len {max_len}", inputs.len())));
         }
-        let mut rows = Vec::with_capacity(texts.len());
-        for t in texts {
-            let e = self.inner.encode(*t, special).map_err(|e| tok_err(here, e))?;
+        let n = inputs.len();
+        let mut rows = Vec::with_capacity(n);
+        for input in inputs {
+            let e = self.inner.encode(input, special).map_err(|e| tok_err(here, e))?;
             let (mut ids, mut types) = (e.get_ids().to_vec(), e.get_type_ids().to_vec());
             if ids.len() > max_len {
                 let last = (special && !ids.is_empty()).then(|| (ids[ids.len() - 1], types[types.len() - 1]));
@@ -155,10 +171,10 @@ impl HfTokenizer {
         }
         let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
         let mut out = EncodedBatch {
-            ids: vec![self.pad_id; texts.len() * len],
-            mask: vec![false; texts.len() * len],
-            type_ids: vec![0; texts.len() * len],
-            batch: texts.len(),
+            ids: vec![self.pad_id; n * len],
+            mask: vec![false; n * len],
+            type_ids: vec![0; n * len],
+            batch: n,
             len,
         };
         for (i, (ids, types)) in rows.iter().enumerate() {

@@ -213,6 +213,9 @@ mod hf_tokenizers {
         assert_eq!(batch.row(2).len(), 5);
         assert_eq!(batch.row(2)[4], 102);
         assert_eq!(tok.decode(&batch.row(0), true).unwrap(), "hello world");
+        let pairs = tok.encode_pairs(&[("Hello", "world")], 16).unwrap();
+        assert_eq!(pairs.row(0), vec![101, 7592, 102, 2088, 102]);
+        assert_eq!(&pairs.type_ids[..5], &[0, 0, 0, 1, 1]);
         assert!(HfTokenizer::from_file(&root.join("nope.json")).is_err());
     }
 
