@@ -256,16 +256,20 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let shape = g.raw_dim();
             let mut m = st.buffers.remove("m").unwrap_or_else(|| ArrayD::zeros(shape.clone()));
             let mut v = st.buffers.remove("v").unwrap_or_else(|| ArrayD::zeros(shape));
-            var.update(|p| {
-                if c.decoupled && weight_decay != 0.0 {
-                    p.mapv_inplace(|x| x * decay);
+            let (decoupled_decay, l2) = (c.decoupled && weight_decay != 0.0, !c.decoupled && weight_decay != 0.0);
+            // One pass per element; elementwise, so running it in parallel changes no result.
+            let update = |p: &mut F, m: &mut F, v: &mut F, &g: &F| {
+                if decoupled_decay {
+                    *p *= decay;
                 }
-                ndarray::Zip::from(p).and(&mut m).and(&mut v).and(g).for_each(|p, m, v, &g| {
-                    let g = if !c.decoupled && weight_decay != 0.0 { g + wd * *p } else { g };
-                    *m = b1 * *m + (F::one() - b1) * g;
-                    *v = b2 * *v + (F::one() - b2) * g * g;
-                    *p -= step_size * *m / ((*v).sqrt() * inv_sqrt_bc2 + eps);
-                });
+                let g = if l2 { g + wd * *p } else { g };
+                *m = b1 * *m + (F::one() - b1) * g;
+                *v = b2 * *v + (F::one() - b2) * g * g;
+                *p -= step_size * *m / ((*v).sqrt() * inv_sqrt_bc2 + eps);
+            };
+            var.update(|p| {
+                let zip = ndarray::Zip::from(p).and(&mut m).and(&mut v).and(g);
+                if g.len() >= 1 << 15 { zip.par_for_each(update) } else { zip.for_each(update) }
             });
             st.buffers.insert("m".into(), m);
             st.buffers.insert("v".into(), v);
