@@ -1,22 +1,32 @@
 //! The reference workloads benchmarked against the JAX anchors (`../shared/design/anchors`), built from
-//! strata-tensor's layers with the anchors' exact shapes and optimizers.
+//! strata-tensor's layers (the LM from strata-transformer's `Decoder`) with the anchors' exact shapes and optimizers.
 
 use tensor::ndarray::{ArrayD, IxDyn};
-use tensor::nn::{
-    Activation, BlockConfig, Conv2d, Embedding, LayerNorm, Linear, Module, NormPlacement, TransformerBlock,
-};
+use tensor::nn::{Activation, Conv2d, Linear, Module};
 use tensor::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use tensor::{Conv2dSpec, Params, Rng, Tensor, seeded};
 
-/// W2: GPT-style decoder, pre-LN, 4 layers, d_model 256, 4 heads, MLP 1024 (GELU, tanh form), learned
-/// positions, vocab 256, untied head without bias.
+/// The W2 model (`jax_lm.py`): GPT-style decoder, pre-LN, 4 layers, d_model 256, 4 heads, MLP 1024 (GELU,
+/// tanh form), fused qkv, learned positions, vocab 256, untied head without bias, for sequences of `seq`.
+pub fn w2_decoder_config(seq: usize) -> transformer::DecoderConfig {
+    transformer::DecoderConfig {
+        vocab_size: LmWorkload::VOCAB,
+        context: seq,
+        d_model: 256,
+        n_layers: 4,
+        n_heads: 4,
+        d_ff: 1024,
+        positions: transformer::Positions::Learned,
+        tie_embeddings: false,
+        bias: true,
+        activation: Activation::GeluTanh,
+        ..transformer::DecoderConfig::default()
+    }
+}
+
+/// W2: the [`w2_decoder_config`] model on one fixed random batch, AdamW lr 3e-4, weight decay 0.1.
 pub struct LmWorkload {
-    pub params: Params<f32>,
-    tok: Embedding<f32>,
-    pos: Embedding<f32>,
-    blocks: Vec<TransformerBlock<f32>>,
-    lnf: LayerNorm<f32>,
-    head: Linear<f32>,
+    pub model: transformer::Decoder<f32>,
     pub opt: Adam<f32>,
     pub inputs: Vec<usize>,
     pub targets: Vec<usize>,
@@ -28,26 +38,7 @@ impl LmWorkload {
     pub const VOCAB: usize = 256;
 
     pub fn new(batch: usize, seq: usize) -> Self {
-        let params = Params::new();
-        let mut rng = seeded(0);
-        let root = params.root();
-        let d = 256;
-        let cfg = BlockConfig {
-            d_model: d,
-            n_heads: 4,
-            d_ff: 1024,
-            causal: true,
-            norm: NormPlacement::PreLn,
-            activation: Activation::GeluTanh,
-            dropout: 0.0,
-            ln_eps: 1e-5,
-            init_std: 0.02,
-        };
-        let tok = Embedding::new(&root.sub("tok"), Self::VOCAB, d, 0.02, &mut rng);
-        let pos = Embedding::new(&root.sub("pos"), seq, d, 0.02, &mut rng);
-        let blocks = (0..4).map(|i| TransformerBlock::new(&root.sub("blocks").sub(i), &cfg, &mut rng)).collect();
-        let lnf = LayerNorm::new(&root.sub("lnf"), d, 1e-5);
-        let head = Linear::normal(&root.sub("head"), d, Self::VOCAB, false, 0.02, &mut rng);
+        let model = transformer::Decoder::new(&w2_decoder_config(seq), 0).expect("valid W2 config");
         let data: Vec<usize> = random_tokens(batch * (seq + 1), &mut seeded(1));
         let mut inputs = Vec::with_capacity(batch * seq);
         let mut targets = Vec::with_capacity(batch * seq);
@@ -56,40 +47,18 @@ impl LmWorkload {
             inputs.extend_from_slice(&row[..seq]);
             targets.extend_from_slice(&row[1..]);
         }
-        LmWorkload {
-            params,
-            tok,
-            pos,
-            blocks,
-            lnf,
-            head,
-            opt: Adam::new(AdamConfig::adamw(3e-4, 0.1)),
-            inputs,
-            targets,
-            batch,
-            seq,
-        }
-    }
-
-    pub fn logits(&self) -> Tensor<f32> {
-        let (b, t) = (self.batch, self.seq);
-        let positions: Vec<usize> = (0..t).collect();
-        let mut x = &self.tok.forward_ids(&self.inputs, &[b, t]) + &self.pos.forward_ids(&positions, &[t]);
-        for blk in &self.blocks {
-            x = blk.forward(&x);
-        }
-        self.head.forward(&self.lnf.forward(&x))
+        LmWorkload { model, opt: Adam::new(AdamConfig::adamw(3e-4, 0.1)), inputs, targets, batch, seq }
     }
 
     pub fn loss(&self) -> Tensor<f32> {
-        self.logits().reshape(&[self.batch * self.seq, Self::VOCAB]).cross_entropy(&self.targets)
+        self.model.loss(&self.inputs, &self.targets, self.batch, self.seq, None).expect("ids in range")
     }
 
     /// Forward, backward and an AdamW update; returns the loss.
     pub fn train_step(&mut self) -> f32 {
         let loss = self.loss();
         let grads = loss.backward();
-        self.opt.step(&self.params, &grads);
+        self.opt.step(&self.model.params, &grads);
         loss.item()
     }
 
@@ -221,25 +190,12 @@ impl IclWorkload {
 /// Tokens per step of the W2 LM workload (batch 16 x 128).
 pub const LM_W2_TOKENS_PER_STEP: u64 = 16 * 128;
 
-/// The W2 LM workload (GPT pre-LN 4x256, 4 heads, MLP 1024 with tanh GELU, learned positions, untied head,
-/// vocab 256, T 128, B 16, AdamW 3e-4 / wd 0.1) as a `strata-train` run on a random byte stream, writing its
+/// The W2 LM workload ([`w2_decoder_config`], T 128, B 16, AdamW 3e-4 / wd 0.1) as a `strata-train` run on a random byte stream, writing its
 /// metrics under `dir`. Each `logged_step` is one full trainer step.
 pub fn lm_trainer_w2(dir: &std::path::Path) -> train::Trainer<train::lm::LmObjective> {
     use train::lm::{Corpus, LmConfig, LmObjective};
     let config = LmConfig {
-        model: transformer::DecoderConfig {
-            vocab_size: 256,
-            context: 128,
-            d_model: 256,
-            n_layers: 4,
-            n_heads: 4,
-            d_ff: 1024,
-            positions: transformer::Positions::Learned,
-            tie_embeddings: false,
-            bias: true,
-            activation: tensor::nn::Activation::GeluTanh,
-            ..transformer::DecoderConfig::default()
-        },
+        model: w2_decoder_config(128),
         model_seed: 0,
         corpus: Corpus::Synthetic { tokens: 1 << 20, vocab: 256, seed: 1 },
         batch: 16,

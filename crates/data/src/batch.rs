@@ -160,17 +160,19 @@ impl LmBatcher {
         order
     }
 
-    /// Every non-overlapping window in order, in batches (evaluation over a whole split). The last batch may be
-    /// smaller.
-    pub fn sequential_batches(&self) -> Vec<LmBatch> {
+    /// Every non-overlapping window in order, in batches (evaluation over a whole split), built as they are
+    /// consumed. The last batch may be smaller.
+    pub fn sequential_batches(&self) -> impl Iterator<Item = LmBatch> + '_ {
         let n = self.windows_per_epoch();
-        (0..n)
-            .step_by(self.batch)
-            .map(|first| {
-                let starts: Vec<usize> = (first..n.min(first + self.batch)).map(|w| w * self.context).collect();
-                self.windows(&starts)
-            })
-            .collect()
+        (0..n).step_by(self.batch).map(move |first| {
+            let starts: Vec<usize> = (first..n.min(first + self.batch)).map(|w| w * self.context).collect();
+            self.windows(&starts)
+        })
+    }
+
+    /// A batcher over the same token stream (shared, not copied) with another sampling and seed, at position 0.
+    pub fn resampled(&self, sampling: WindowSampling, seed: u64) -> Self {
+        LmBatcher { tokens: self.tokens.clone(), sampling, seed, drawn: 0, ..*self }
     }
 }
 

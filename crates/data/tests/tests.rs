@@ -299,7 +299,7 @@ mod batching {
             starts.sort();
             assert_eq!(starts, (0..111).map(|w| w * 9).collect::<Vec<_>>());
         }
-        let seq = b.sequential_batches();
+        let seq: Vec<_> = b.sequential_batches().collect();
         assert_eq!(seq.len(), 3);
         assert_eq!(seq[2].batch, 37);
     }

@@ -102,8 +102,7 @@ fn train_lm(ctx: &RunCtx, config: &LmConfig, out: &Path) -> Result<(LmObjective,
 /// standard error across batches.
 fn nanogpt_val_estimate(objective: &LmObjective, batches: u64, seed: u64) -> Result<(f64, f64)> {
     let (v, model) = (&objective.valid, &objective.model);
-    let random =
-        data::batch::LmBatcher::new(v.tokens().to_vec(), v.context(), v.batch_size(), WindowSampling::Random, seed)?;
+    let random = v.resampled(WindowSampling::Random, seed);
     let mut losses = Vec::new();
     for i in 0..batches {
         let b = random.batch_at(i);

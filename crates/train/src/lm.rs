@@ -235,10 +235,9 @@ impl LmObjective {
 
     /// Mean validation loss over `eval_batches` consecutive batches (all when 0), token-weighted.
     pub fn validation_loss(&self) -> Result<f64> {
-        let batches = self.valid.sequential_batches();
-        let take = if self.eval_batches == 0 { batches.len() } else { self.eval_batches.min(batches.len()) };
+        let take = if self.eval_batches == 0 { usize::MAX } else { self.eval_batches };
         let (mut total, mut count) = (0.0, 0usize);
-        for b in &batches[..take] {
+        for b in self.valid.sequential_batches().take(take) {
             let l = no_grad(|| self.model.loss(&b.inputs, &b.targets, b.batch, b.context, None))?;
             total += l.item() as f64 * (b.batch * b.context) as f64;
             count += b.batch * b.context;
@@ -262,16 +261,9 @@ impl Objective for LmObjective {
 
     fn train_loss(&mut self, _step: u64, rng: &mut Rng) -> Result<Tensor<f32>> {
         let b = self.train.next_batch();
-        let all: Vec<usize>;
-        let layers = match &self.layers {
-            Some(l) => l.as_slice(),
-            None => {
-                all = (0..self.model.n_layers()).collect();
-                &all
-            }
-        };
+        let layers = self.layers.clone().unwrap_or_else(|| self.model.all_layers());
         self.last_layers_run = layers.len();
-        Ok(self.model.loss_layers(&b.inputs, &b.targets, b.batch, b.context, layers, Some(rng))?)
+        Ok(self.model.loss_layers(&b.inputs, &b.targets, b.batch, b.context, &layers, Some(rng))?)
     }
 
     fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {

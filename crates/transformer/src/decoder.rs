@@ -257,6 +257,11 @@ impl<F: Float> Decoder<F> {
         self.layers.len()
     }
 
+    /// Every layer index, in order (the default path through the model).
+    pub fn all_layers(&self) -> Vec<usize> {
+        (0..self.layers.len()).collect()
+    }
+
     /// Writes the weights as safetensors (atomically) with the config as JSON in the metadata (`config`), so
     /// [`Decoder::load`] needs nothing else.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
@@ -323,8 +328,7 @@ impl<F: Float> Decoder<F> {
 
     /// Logits `[batch, t, vocab]` for `ids` (`[batch, t]` row-major).
     pub fn forward(&self, ids: &[usize], batch: usize, t: usize) -> Result<Tensor<F>> {
-        let all: Vec<usize> = (0..self.layers.len()).collect();
-        self.forward_layers(ids, batch, t, &all, None)
+        self.forward_layers(ids, batch, t, &self.all_layers(), None)
     }
 
     /// Logits running only `layers` (indices, in the order given, repeats allowed): layer dropping, RaPTr's
@@ -362,8 +366,7 @@ impl<F: Float> Decoder<F> {
         t: usize,
         dropout: Option<&mut Rng>,
     ) -> Result<Tensor<F>> {
-        let all: Vec<usize> = (0..self.layers.len()).collect();
-        self.loss_layers(inputs, targets, batch, t, &all, dropout)
+        self.loss_layers(inputs, targets, batch, t, &self.all_layers(), dropout)
     }
 
     /// [`Decoder::loss`] running only `layers`.
