@@ -304,6 +304,7 @@ impl Family {
             match self.parameterization {
                 Parameterization::Restricted => "restricted",
                 Parameterization::Unrestricted => "unrestricted",
+                Parameterization::FeatureUpdate => "feature-update",
             },
             if self.looped { "looped" } else { "multilayer" }
         )

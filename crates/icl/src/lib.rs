@@ -17,6 +17,7 @@
 
 mod error;
 pub mod experiments;
+mod kernel;
 pub mod model;
 pub mod task;
 pub mod theory;

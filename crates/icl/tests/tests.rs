@@ -64,7 +64,7 @@ fn restricted_model_runs_preconditioned_gd_exactly() {
 
 #[test]
 fn layers_gradcheck() {
-    for par in [Parameterization::Restricted, Parameterization::Unrestricted] {
+    for par in [Parameterization::Restricted, Parameterization::FeatureUpdate, Parameterization::Unrestricted] {
         for looped in [true, false] {
             let params = Params::<f64>::new();
             let cfg = ModelConfig { d: 3, depth: 3, looped, parameterization: par, init_std: 0.3 };
@@ -73,6 +73,44 @@ fn layers_gradcheck() {
             let (z, t) = (prompts.tokens::<f64>(), prompts.targets::<f64>());
             let (r, name) = tensor::gradcheck::check_params(&params, 1e-6, 50, || model.predict(&z, 3).mse(&t));
             assert!(r.max_error < 1e-6, "{par:?} looped={looped}: {name} {r:?}");
+        }
+    }
+}
+
+/// The feature-update layer with `B = 0` is the restricted layer; with `B != 0` its x-rows follow
+/// `X <- X - (1/n) B (Xm Xm^T) A X`, computed here directly with ndarray.
+#[test]
+fn feature_update_layer() {
+    let (d, n) = (3, 6);
+    let prompts = sample(&TaskConfig::isotropic(d, n), 3, &mut seeded(5)).unwrap();
+    let z = prompts.tokens::<f64>();
+    let restricted = Params::<f64>::new();
+    let cfg = |parameterization| ModelConfig { d, depth: 1, looped: false, parameterization, init_std: 0.4 };
+    let r = LsaModel::new(&cfg(Parameterization::Restricted), &restricted, &mut seeded(1)).unwrap();
+    let featured = Params::<f64>::new();
+    for name in ["layers.0.a", "layers.0.u"] {
+        featured.insert(name, restricted.get(name).unwrap().value()).unwrap();
+    }
+    featured.insert("layers.0.b", tensor::ndarray::ArrayD::zeros(tensor::ndarray::IxDyn(&[d, d]))).unwrap();
+    let f = LsaModel::new(&cfg(Parameterization::FeatureUpdate), &featured, &mut seeded(1)).unwrap();
+    let (zr, zf) = (&r.forward_all(&z, 1)[0], &f.forward_all(&z, 1)[0]);
+    assert_eq!(zr.value(), zf.value(), "B = 0 must give the restricted layer");
+
+    let b = tensor::normal::<f64>(&[d, d], 0.0, 0.5, &mut seeded(9));
+    featured.get("layers.0.b").unwrap().set(b.clone());
+    let f = LsaModel::new(&cfg(Parameterization::FeatureUpdate), &featured, &mut seeded(1)).unwrap();
+    let out = f.forward_all(&z, 1)[0].value().to_owned();
+    let a = featured.get("layers.0.a").unwrap().value().into_shape_with_order((d, d)).unwrap();
+    let b = b.into_shape_with_order((d, d)).unwrap();
+    for p in 0..3 {
+        let x: Array2<f64> = prompts.x.slice(tensor::ndarray::s![p, .., ..]).t().to_owned(); // d x (n+1)
+        let xm = x.slice(tensor::ndarray::s![.., ..n]).to_owned();
+        let want = &x - &(b.dot(&xm.dot(&xm.t())).dot(&a).dot(&x) / n as f64);
+        for i in 0..d {
+            for c in 0..=n {
+                let got = out[[p, i, c]];
+                assert!((got - want[[i, c]]).abs() < 1e-12, "prompt {p} x[{i}, {c}]: {got} vs {}", want[[i, c]]);
+            }
         }
     }
 }
