@@ -187,11 +187,36 @@ pub struct TrainConfig {
     /// Loop curriculum for looped models: the depth grows linearly from 1 to the model's depth over the
     /// first `curriculum` fraction of the steps (0 for none).
     pub curriculum: f64,
+    /// Keep the best weights: every `validate_every` steps (0: never) the loss on a fixed held-out set of
+    /// `validation_prompts` prompts (drawn once, before training) is measured at the training depth, and
+    /// the weights with the lowest finite validation loss are restored at the end. Deep cubic LSA models
+    /// sit near a cliff where rare prompts blow up, so the last iterate can be much worse than the run.
+    #[serde(default)]
+    pub validate_every: usize,
+    #[serde(default)]
+    pub validation_prompts: usize,
 }
 
-/// Trains `model` on prompts from `task`; returns the loss per step. A non-finite loss is an error naming
-/// the step.
-pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig, rng: &mut Rng) -> Result<Vec<f64>> {
+impl TrainConfig {
+    /// Adam at `lr` with clipping at 1 and no curriculum or validation.
+    pub fn new(steps: usize, batch: usize, lr: f64) -> Self {
+        TrainConfig { steps, batch, lr, clip: Some(1.0), curriculum: 0.0, validate_every: 0, validation_prompts: 0 }
+    }
+}
+
+/// What [`train`] measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainLog {
+    /// Training loss per step (each on fresh prompts).
+    pub losses: Vec<f64>,
+    /// `(step, loss)` on the validation set (steps counted after the update; non-finite values kept).
+    pub validation: Vec<(usize, f64)>,
+    /// Step whose weights were kept (`None`: the last ones, no validation).
+    pub best_step: Option<usize>,
+}
+
+/// Trains `model` on prompts from `task`. A non-finite training loss is an error naming the step.
+pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig, rng: &mut Rng) -> Result<TrainLog> {
     task.validate()?;
     if task.d != model.config.d {
         return Err(invalid(format!("task d = {} but model d = {}", task.d, model.config.d)));
@@ -199,8 +224,28 @@ pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig
     if cfg.batch == 0 || !(cfg.lr.is_finite() && cfg.lr > 0.0) {
         return Err(invalid(format!("batch {} and lr {} must be positive", cfg.batch, cfg.lr)));
     }
+    if cfg.validate_every > 0 && cfg.validation_prompts == 0 {
+        return Err(invalid("validate_every > 0 needs validation_prompts > 0"));
+    }
+    let validation = if cfg.validate_every > 0 {
+        let prompts = sample(task, cfg.validation_prompts, rng)?;
+        Some((prompts.tokens::<F>(), prompts.targets::<F>()))
+    } else {
+        None
+    };
+    let validate = |step: usize, log: &mut TrainLog, best: &mut Option<(f64, _)>| {
+        if let Some((z, t)) = &validation {
+            let loss = tensor::no_grad(|| model.predict(z, model.config.depth).mse(t).item().to_f64_lossy());
+            log.validation.push((step, loss));
+            if loss.is_finite() && best.as_ref().is_none_or(|(b, _)| loss < *b) {
+                *best = Some((loss, model.params.snapshot()));
+                log.best_step = Some(step);
+            }
+        }
+    };
     let mut opt = Adam::new(AdamConfig::adam(cfg.lr));
-    let mut losses = Vec::with_capacity(cfg.steps);
+    let mut log = TrainLog { losses: Vec::with_capacity(cfg.steps), ..TrainLog::default() };
+    let mut best = None;
     for step in 0..cfg.steps {
         let prompts = sample(task, cfg.batch, rng)?;
         let ramp = (cfg.curriculum * cfg.steps as f64).max(1.0);
@@ -210,12 +255,20 @@ pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig
             model.config.depth
         };
         let loss = model.predict(&prompts.tokens::<F>(), depth).mse(&prompts.targets::<F>());
-        losses.push(check_loss(step as u64, loss.item().to_f64_lossy())?);
+        log.losses.push(check_loss(step as u64, loss.item().to_f64_lossy())?);
         let mut grads = loss.backward();
         if let Some(c) = cfg.clip {
             grads.clip_global_norm(c);
         }
         opt.step(&model.params, &grads);
+        // Only full-depth weights are candidates (a curriculum's early weights are for fewer loops).
+        let full_depth = depth == model.config.depth;
+        if full_depth && cfg.validate_every > 0 && ((step + 1) % cfg.validate_every == 0 || step + 1 == cfg.steps) {
+            validate(step + 1, &mut log, &mut best);
+        }
     }
-    Ok(losses)
+    if let Some((_, weights)) = best {
+        model.params.restore(&weights)?;
+    }
+    Ok(log)
 }

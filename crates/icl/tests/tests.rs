@@ -187,13 +187,10 @@ fn short_training_recovers_a_sigma_near_identity() {
     let params = Params::<f64>::new();
     let cfg = ModelConfig { d, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
     let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
-    let losses = train(
-        &model,
-        &task,
-        &TrainConfig { steps: 400, batch: 64, lr: 0.02, clip: Some(10.0), curriculum: 0.0 },
-        &mut seeded(1),
-    )
-    .unwrap();
+    let losses =
+        train(&model, &task, &TrainConfig { clip: Some(10.0), ..TrainConfig::new(400, 64, 0.02) }, &mut seeded(1))
+            .unwrap()
+            .losses;
     let early: f64 = losses[..20].iter().sum::<f64>() / 20.0;
     let late: f64 = losses[380..].iter().sum::<f64>() / 20.0;
     assert!(late < 0.5 * early, "loss {early} -> {late}");
@@ -231,7 +228,7 @@ fn bad_configs_are_errors() {
     let cfg =
         ModelConfig { d: 3, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.01 };
     let model = LsaModel::new(&cfg, &params, &mut seeded(0)).unwrap();
-    let diverging = TrainConfig { steps: 50, batch: 8, lr: 1e6, clip: None, curriculum: 0.0 };
+    let diverging = TrainConfig { clip: None, ..TrainConfig::new(50, 8, 1e6) };
     let err = train(&model, &TaskConfig::isotropic(3, 5), &diverging, &mut seeded(0))
         .expect_err("lr 1e6 without clipping must diverge");
     assert!(err.to_string().contains("diverged at step"), "{err}");
@@ -287,7 +284,10 @@ fn reproductions_run_end_to_end_at_tiny_scale() {
         batch: 16,
         lr: 0.01,
         eval_prompts: 50,
-        reduction_target: 0.5,
+        validate_every: 5,
+        validation_prompts: 32,
+        prior: WeightPrior::InverseCovariance,
+        loss_target: 0.5,
         shifts: vec![0.0, 0.5],
     };
     for run in [depth_vs_kappa_with, robustness_with, monotonicity_with] {
@@ -295,4 +295,36 @@ fn reproductions_run_end_to_end_at_tiny_scale() {
         assert!(!r.claims.is_empty() && !r.figures.is_empty());
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With validation on, the weights kept are the ones with the lowest logged validation loss.
+#[test]
+fn validation_keeps_the_best_weights() {
+    let task = TaskConfig { covariance: Covariance::RandomCondition { kappa: 10.0 }, ..TaskConfig::isotropic(3, 8) };
+    let cfg = ModelConfig {
+        d: 3,
+        depth: 3,
+        looped: false,
+        parameterization: Parameterization::FeatureUpdate,
+        init_std: 0.05,
+    };
+    let model = LsaModel::<f64>::new(&cfg, &Params::new(), &mut seeded(0)).unwrap();
+    let tcfg = TrainConfig { validate_every: 7, validation_prompts: 64, ..TrainConfig::new(60, 32, 0.05) };
+    let rng = seeded(4);
+    let log = train(&model, &task, &tcfg, &mut rng.clone()).unwrap();
+    // Validation happens every 7 steps and at the last one.
+    let steps: Vec<usize> = log.validation.iter().map(|v| v.0).collect();
+    assert_eq!(steps, vec![7, 14, 21, 28, 35, 42, 49, 56, 60]);
+    let (best_step, best) = log
+        .validation
+        .iter()
+        .filter(|v| v.1.is_finite())
+        .fold((0, f64::INFINITY), |a, v| if v.1 < a.1 { (v.0, v.1) } else { a });
+    assert_eq!(log.best_step, Some(best_step));
+    // The validation set is the first draw from the training rng.
+    let val = sample(&task, 64, &mut rng.clone()).unwrap();
+    let now = no_grad(|| model.predict(&val.tokens::<f64>(), 3).mse(&val.targets::<f64>()).item());
+    assert_eq!(now, best, "restored weights must give the best validation loss");
+    let bad = TrainConfig { validate_every: 5, ..TrainConfig::new(10, 8, 0.01) };
+    assert!(train(&model, &task, &bad, &mut seeded(0)).is_err(), "validation without prompts is an error");
 }
