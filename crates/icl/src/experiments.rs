@@ -59,6 +59,8 @@ pub struct LoopedGdConfig {
     pub eval_prompts: usize,
     pub optimal_prompts: usize,
     pub optimal_iters: usize,
+    /// Test-time rotation of `Sigma` (radians, in one random plane) for the adaptation check.
+    pub rotation_angle: f64,
 }
 
 impl LoopedGdConfig {
@@ -74,6 +76,7 @@ impl LoopedGdConfig {
             eval_prompts: 4000,
             optimal_prompts: 2000,
             optimal_iters: 300,
+            rotation_angle: std::f64::consts::FRAC_PI_2,
         }
     }
     pub fn full() -> Self {
@@ -88,6 +91,7 @@ impl LoopedGdConfig {
             eval_prompts: 10000,
             optimal_prompts: 4000,
             optimal_iters: 600,
+            rotation_angle: std::f64::consts::FRAC_PI_2,
         }
     }
 }
@@ -102,6 +106,8 @@ struct LoopedGdRow {
     loss_2x_loops: f64,
     loss_4x_loops: f64,
     optimal_loss: f64,
+    /// Loss with the test covariance rotated by `rotation_angle` (same spectrum, other eigenvectors).
+    rotated_loss: f64,
     u_over_a: f64,
     a_sigma_eigenvalues: Vec<f64>,
 }
@@ -134,6 +140,9 @@ pub fn looped_gd_with(ctx: &RunCtx, cfg: &LoopedGdConfig) -> Result<Report> {
                 shift: Shift::None,
             };
             let eval = sample(&task, cfg.eval_prompts, &mut tensor::derived(ctx.seed, 7))?;
+            let rotated =
+                TaskConfig { shift: Shift::Rotate { angle: cfg.rotation_angle, seed: ctx.seed + 200 }, ..task.clone() };
+            let eval_rotated = sample(&rotated, cfg.eval_prompts, &mut tensor::derived(ctx.seed, 8))?;
             for &depth in &cfg.depths {
                 let mcfg = ModelConfig {
                     d,
@@ -174,6 +183,7 @@ pub fn looped_gd_with(ctx: &RunCtx, cfg: &LoopedGdConfig) -> Result<Report> {
                     loss_2x_loops: eval_mse(&model, &eval, 2 * depth),
                     loss_4x_loops: eval_mse(&model, &eval, 4 * depth),
                     optimal_loss: eval_gd(&vec![a_opt; depth], &eval),
+                    rotated_loss: eval_mse(&model, &eval_rotated, depth),
                     u_over_a: uvec.iter().map(|v| v * v).sum::<f64>().sqrt()
                         / a.iter().map(|v| v * v).sum::<f64>().sqrt(),
                     a_sigma_eigenvalues: spec.to_vec(),
@@ -238,6 +248,14 @@ pub fn looped_gd_with(ctx: &RunCtx, cfg: &LoopedGdConfig) -> Result<Report> {
         "fraction of configs >= 0.8",
         more_loops,
         |v| v >= 0.8,
+    );
+    let adapted = rows.iter().filter(|r| r.rotated_loss > r.model_loss).count() as f64 / rows.len() as f64;
+    rep.claim(
+        "preconditioner-adapted",
+        "the learned preconditioner is adapted to Sigma itself, not only its spectrum: rotating Sigma at test time raises the loss",
+        "fraction of configs with loss(rotated Sigma) > loss(Sigma) = 1",
+        adapted,
+        |v| v == 1.0,
     );
     let worst_opt = rows.iter().map(|r| r.model_loss / r.optimal_loss).fold(0.0, f64::max);
     rep.claim(
@@ -388,8 +406,9 @@ impl P1Config {
             shift: if shift == 0.0 { Shift::None } else { Shift::Scale { factor: 1.0 + shift } },
         }
     }
-    /// Trains one model; a run that diverges is retried once at a quarter of the learning rate, and the
-    /// retry is recorded in `retries`.
+    /// Trains one model; a run that diverges (a non-finite training loss: in deep cubic models one prompt
+    /// can overflow) is retried once at a quarter of the learning rate. Retries are recorded in `retries`;
+    /// a model that diverges twice is recorded there too and returned as `None` (left out, not fatal).
     fn train(
         &self,
         fam: Family,
@@ -397,7 +416,7 @@ impl P1Config {
         depth: usize,
         seed: u64,
         retries: &mut Vec<String>,
-    ) -> Result<LsaModel<f64>> {
+    ) -> Result<Option<LsaModel<f64>>> {
         let mcfg = ModelConfig {
             d: self.d,
             depth,
@@ -414,17 +433,26 @@ impl P1Config {
             validate_every: self.validate_every,
             validation_prompts: self.validation_prompts,
         };
-        match train_model(&mcfg, &self.task(kappa, 0.0), &tcfg, seed) {
-            Err(crate::IclError::Tensor(tensor::Error::Diverged { step, .. })) => {
-                retries.push(format!(
-                    "{} L={depth} kappa={kappa}: diverged at step {step}, retried with lr {}",
-                    fam.name(),
-                    self.lr / 4.0
-                ));
-                tcfg.lr /= 4.0;
-                train_model(&mcfg, &self.task(kappa, 0.0), &tcfg, seed)
+        let diverged_at = |r: &Result<LsaModel<f64>>| match r {
+            Err(crate::IclError::Tensor(tensor::Error::Diverged { step, .. })) => Some(*step),
+            _ => None,
+        };
+        let first = train_model(&mcfg, &self.task(kappa, 0.0), &tcfg, seed);
+        let Some(step) = diverged_at(&first) else { return first.map(Some) };
+        retries.push(format!(
+            "{} L={depth} kappa={kappa}: diverged at step {step}, retried with lr {}",
+            fam.name(),
+            self.lr / 4.0
+        ));
+        tcfg.lr /= 4.0;
+        let second = train_model(&mcfg, &self.task(kappa, 0.0), &tcfg, seed);
+        match diverged_at(&second) {
+            Some(step) => {
+                retries
+                    .push(format!("{} L={depth} kappa={kappa}: diverged again at step {step}; left out", fam.name()));
+                Ok(None)
             }
-            other => other,
+            None => second.map(Some),
         }
     }
 }
@@ -432,6 +460,17 @@ impl P1Config {
 /// `weights_<family>_kappa<k>_L<depth>.safetensors` (tensor names `layers.<i>.{a,u,p,q}`).
 fn weights_file(fam: &Family, kappa: f64, depth: usize) -> String {
     format!("weights_{}_kappa{kappa}_L{depth}.safetensors", fam.name().replace(' ', "_"))
+}
+
+/// Adds `chart` as a figure, or a note when every model was left out and there is nothing to draw.
+fn plot(rep: &mut Report, ctx: &RunCtx, file: &str, caption: &str, chart: &Chart) -> Result<()> {
+    let drawable = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite() && (!chart.log_y || p.1 > 0.0);
+    if chart.series.iter().any(|s| s.points.iter().any(drawable)) {
+        rep.figure(ctx, file, caption, |p| line_chart(p, chart))?;
+    } else {
+        rep.note(format!("{file} not drawn: no finite losses (every model was left out or blew up)."));
+    }
+    Ok(())
 }
 
 fn norm_factor(p: &Prompts) -> f64 {
@@ -465,10 +504,15 @@ pub fn depth_vs_kappa_with(ctx: &RunCtx, cfg: &P1Config) -> Result<Report> {
         for (fi, fam) in FAMILIES.iter().enumerate() {
             let mut pts = Vec::new();
             for &depth in &cfg.depths {
-                let model =
-                    cfg.train(*fam, kappa, depth, ctx.seed + (ki * 100 + fi * 10 + depth) as u64 * 7, &mut retries)?;
-                model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
-                pts.push((depth as f64, eval_mse(&model, &eval, depth) / scale));
+                let seed = ctx.seed + (ki * 100 + fi * 10 + depth) as u64 * 7;
+                let loss = match cfg.train(*fam, kappa, depth, seed, &mut retries)? {
+                    Some(model) => {
+                        model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
+                        eval_mse(&model, &eval, depth) / scale
+                    }
+                    None => f64::NAN,
+                };
+                pts.push((depth as f64, loss));
                 bar.inc(1);
             }
             let need = pts.iter().find(|p| p.1 <= cfg.loss_target).map(|p| p.0).unwrap_or(f64::INFINITY);
@@ -562,22 +606,22 @@ pub fn robustness_with(ctx: &RunCtx, cfg: &P1Config) -> Result<Report> {
         )
         .log_y();
         for &depth in &depths {
-            let model =
-                cfg.train(*fam, kappa, depth, ctx.seed + depth as u64 * 13 + fam.looped as u64, &mut retries)?;
-            model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
+            let seed = ctx.seed + depth as u64 * 13 + fam.looped as u64;
             // Normalised by each distribution's E[y^2]: shrinking eigenvalues also shrink the labels.
-            let losses: Vec<f64> = evals.iter().map(|e| eval_mse(&model, e, depth) / norm_factor(e)).collect();
+            let losses: Vec<f64> = match cfg.train(*fam, kappa, depth, seed, &mut retries)? {
+                Some(model) => {
+                    model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
+                    evals.iter().map(|e| eval_mse(&model, e, depth) / norm_factor(e)).collect()
+                }
+                None => vec![f64::NAN; evals.len()],
+            };
             let pts: Vec<(f64, f64)> = cfg.shifts.iter().zip(&losses).map(|(&s, &l)| (s, l / losses[0])).collect();
             worst_ratio.insert(format!("{} L={depth}", fam.name()), pts.last().map(|p| p.1).unwrap_or(f64::NAN).into());
             table.push(serde_json::json!({"family": fam.name(), "depth": depth, "losses": losses}));
             chart = chart.series(Series::line(&format!("L = {depth}"), pts));
         }
-        rep.figure(
-            ctx,
-            &format!("robustness_{}.png", if fam.looped { "looped" } else { "multilayer" }),
-            &format!("{} under shift", fam.name()),
-            |p| line_chart(p, &chart),
-        )?;
+        let file = format!("robustness_{}.png", fam.name().replace(' ', "_"));
+        plot(&mut rep, ctx, &file, &format!("{} under shift", fam.name()), &chart)?;
     }
     rep.metric("losses", &table);
     rep.metric("divergence_retries", &retries);
@@ -623,7 +667,10 @@ pub fn monotonicity_with(ctx: &RunCtx, cfg: &P1Config) -> Result<Report> {
         (0, 0, 0, 0, 0);
     let mut unstable: Vec<String> = Vec::new();
     for (fi, fam) in FAMILIES.iter().enumerate() {
-        let model = cfg.train(*fam, kappa, depth, ctx.seed + 900 + fi as u64, &mut retries)?;
+        let Some(model) = cfg.train(*fam, kappa, depth, ctx.seed + 900 + fi as u64, &mut retries)? else {
+            unstable.push(format!("{} (diverged in training)", fam.name()));
+            continue;
+        };
         model.params.save(&ctx.out_dir()?.join(weights_file(fam, kappa, depth)), None)?;
         let max_eval = if fam.looped { 2 * depth } else { depth };
         let pts: Vec<(f64, f64)> = model
@@ -689,6 +736,6 @@ pub fn monotonicity_with(ctx: &RunCtx, cfg: &P1Config) -> Result<Report> {
             unstable.join(", ")
         ));
     }
-    rep.figure(ctx, "loss_vs_eval_depth.png", "Loss against evaluation depth", |p| line_chart(p, &chart))?;
+    plot(&mut rep, ctx, "loss_vs_eval_depth.png", "Loss against evaluation depth", &chart)?;
     Ok(rep)
 }

@@ -36,6 +36,13 @@ pub enum Shift {
     Scale {
         factor: f64,
     },
+    /// Rotates the whole prompt distribution (covariance basis, and `w*` with it) by `angle` radians in one
+    /// plane, drawn once from `seed`: `Sigma -> R Sigma R^T`. Tests whether a learned preconditioner is
+    /// adapted to `Sigma` itself rather than to its spectrum.
+    Rotate {
+        angle: f64,
+        seed: u64,
+    },
 }
 
 /// Where the regression weights come from.
@@ -105,6 +112,7 @@ impl TaskConfig {
             Shift::None => {}
             Shift::Spectrum { delta } if delta.is_finite() && delta > -1.0 => {}
             Shift::Scale { factor } if factor.is_finite() && factor > 0.0 => {}
+            Shift::Rotate { angle, .. } if angle.is_finite() && self.d >= 2 => {}
             other => return Err(invalid(format!("invalid shift {other:?}"))),
         }
         Ok(())
@@ -193,7 +201,19 @@ fn apply_shift(lambda: &mut [f64], shift: Shift) {
         Shift::None => {}
         Shift::Spectrum { delta } => lambda.iter_mut().for_each(|l| *l = l.powf(1.0 + delta)),
         Shift::Scale { factor } => lambda.iter_mut().for_each(|l| *l *= factor),
+        Shift::Rotate { .. } => {}
     }
+}
+
+/// The rotation by `angle` in the plane of two orthonormal vectors `a`, `b` drawn from `seed`:
+/// `R = I + (cos t - 1)(a a^T + b b^T) + sin t (b a^T - a b^T)`.
+pub fn plane_rotation(d: usize, angle: f64, seed: u64) -> Array2<f64> {
+    let basis = haar_orthogonal(d, &mut tensor::seeded(seed));
+    let (a, b) = (basis.column(0).to_owned(), basis.column(1).to_owned());
+    let outer = |u: &Array1<f64>, v: &Array1<f64>| Array2::from_shape_fn((d, d), |(i, j)| u[i] * v[j]);
+    Array2::eye(d)
+        + (outer(&a, &a) + outer(&b, &b)) * (angle.cos() - 1.0)
+        + (outer(&b, &a) - outer(&a, &b)) * angle.sin()
 }
 
 /// Draws `batch` fresh prompts.
@@ -205,6 +225,10 @@ pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> 
         _ => None,
     };
     let identity = Array2::eye(d);
+    let rotation = match cfg.shift {
+        Shift::Rotate { angle, seed } => Some(plane_rotation(d, angle, seed)),
+        _ => None,
+    };
     let mut x = Array3::zeros((batch, n + 1, d));
     let mut y = Array2::zeros((batch, n + 1));
     let mut g = Array1::zeros(d);
@@ -220,6 +244,14 @@ pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> 
             }
         };
         apply_shift(&mut lambda, cfg.shift);
+        let rotated;
+        let u = match &rotation {
+            Some(r) => {
+                rotated = r.dot(u);
+                &rotated
+            }
+            None => u,
+        };
         let sqrt_lambda: Vec<f64> = lambda.iter().map(|l| l.sqrt()).collect();
         // w in the eigenbasis: N(0, I) or N(0, diag(1/lambda)).
         let w_eig: Array1<f64> = Array1::from_shape_fn(d, |i| {
@@ -230,7 +262,7 @@ pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> 
             }
         });
         let w = match cfg.prior {
-            // Isotropic w is rotation invariant: draw it directly.
+            // Isotropic w is rotation invariant (also under a rotation shift): draw it directly.
             WeightPrior::Isotropic => w_eig,
             WeightPrior::InverseCovariance => u.dot(&w_eig),
         };
