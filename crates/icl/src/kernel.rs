@@ -77,20 +77,31 @@ struct Shape<F> {
     inv_n: F,
 }
 
-fn forward_block<F: Float>(z: &[F], p: &[F], q: &[F], s: Shape<F>, out: &mut [F], cache: &mut [F]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above), the only requirement of the AVX2 build.
-        return unsafe { forward_block_avx2(z, p, q, s, out, cache) };
-    }
-    forward_block_portable(z, p, q, s, out, cache)
+/// Defines `$name`, which runs `$portable` compiled a second time with AVX2 (`$avx2`) when the CPU has it,
+/// and as is otherwise. The arithmetic is the same, so both give bit-identical results.
+macro_rules! dispatch_avx2 {
+    ($name:ident, $avx2:ident, $portable:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name<F: Float>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above), the only requirement of the AVX2 build.
+                return unsafe { $avx2($($arg),*) };
+            }
+            $portable($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2<F: Float>($($arg: $ty),*) $(-> $ret)? {
+            $portable($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn forward_block_avx2<F: Float>(z: &[F], p: &[F], q: &[F], s: Shape<F>, out: &mut [F], cache: &mut [F]) {
-    forward_block_portable(z, p, q, s, out, cache)
-}
+dispatch_avx2!(forward_block, forward_block_avx2, forward_block_portable,
+    (z: &[F], p: &[F], q: &[F], s: Shape<F>, out: &mut [F], cache: &mut [F]));
+dispatch_avx2!(backward_block, backward_block_avx2, backward_block_portable,
+    (z: &[F], g: &[F], cache: &[F], transposes: (&[F], &[F]), s: Shape<F>, dz: &mut [F]) -> (Vec<F>, Vec<F>));
 
 /// Forward of a block of prompts: `o = Z - (1/n) H Z` with `H = P G Q`, `G = Z M Z^T`.
 #[inline(always)]
@@ -112,35 +123,6 @@ fn forward_block_portable<F: Float>(z: &[F], p: &[F], q: &[F], s: Shape<F>, out:
             }
         }
     }
-}
-
-fn backward_block<F: Float>(
-    z: &[F],
-    g: &[F],
-    cache: &[F],
-    transposes: (&[F], &[F]),
-    s: Shape<F>,
-    dz: &mut [F],
-) -> (Vec<F>, Vec<F>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: as in `forward_block`.
-        return unsafe { backward_block_avx2(z, g, cache, transposes, s, dz) };
-    }
-    backward_block_portable(z, g, cache, transposes, s, dz)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn backward_block_avx2<F: Float>(
-    z: &[F],
-    g: &[F],
-    cache: &[F],
-    transposes: (&[F], &[F]),
-    s: Shape<F>,
-    dz: &mut [F],
-) -> (Vec<F>, Vec<F>) {
-    backward_block_portable(z, g, cache, transposes, s, dz)
 }
 
 /// Backward of a block of prompts from their cached `G`, `P G`, `H`: writes `dz` and returns the block's

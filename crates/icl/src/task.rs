@@ -220,15 +220,20 @@ pub fn plane_rotation(d: usize, angle: f64, seed: u64) -> Array2<f64> {
 pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> {
     cfg.validate()?;
     let (d, n) = (cfg.d, cfg.n);
-    let fixed_basis = match &cfg.covariance {
-        Covariance::Fixed { basis_seed, .. } => Some(haar_orthogonal(d, &mut tensor::seeded(*basis_seed))),
-        _ => None,
-    };
-    let identity = Array2::eye(d);
     let rotation = match cfg.shift {
         Shift::Rotate { angle, seed } => Some(plane_rotation(d, angle, seed)),
         _ => None,
     };
+    let rotate = |basis: Array2<f64>| match &rotation {
+        Some(r) => r.dot(&basis),
+        None => basis,
+    };
+    // Bases shared by every prompt are rotated once here; per-prompt bases in the loop.
+    let fixed_basis = match &cfg.covariance {
+        Covariance::Fixed { basis_seed, .. } => Some(rotate(haar_orthogonal(d, &mut tensor::seeded(*basis_seed)))),
+        _ => None,
+    };
+    let identity = rotate(Array2::eye(d));
     let mut x = Array3::zeros((batch, n + 1, d));
     let mut y = Array2::zeros((batch, n + 1));
     let mut g = Array1::zeros(d);
@@ -238,20 +243,12 @@ pub fn sample(cfg: &TaskConfig, batch: usize, rng: &mut Rng) -> Result<Prompts> 
             Covariance::Identity => (&identity, vec![1.0; d]),
             Covariance::Fixed { eigenvalues, .. } => (fixed_basis.as_ref().expect("built above"), eigenvalues.clone()),
             Covariance::RandomCondition { kappa } => {
-                random_basis = haar_orthogonal(d, rng);
+                random_basis = rotate(haar_orthogonal(d, rng));
                 let spectrum = log_uniform_spectrum(d, *kappa, rng).into_iter().map(|l| l / kappa).collect();
                 (&random_basis, spectrum)
             }
         };
         apply_shift(&mut lambda, cfg.shift);
-        let rotated;
-        let u = match &rotation {
-            Some(r) => {
-                rotated = r.dot(u);
-                &rotated
-            }
-            None => u,
-        };
         let sqrt_lambda: Vec<f64> = lambda.iter().map(|l| l.sqrt()).collect();
         // w in the eigenbasis: N(0, I) or N(0, diag(1/lambda)).
         let w_eig: Array1<f64> = Array1::from_shape_fn(d, |i| {
