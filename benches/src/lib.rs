@@ -204,7 +204,7 @@ pub fn lm_trainer_w2(dir: &std::path::Path) -> train::Trainer<train::lm::LmObjec
         eval_batches: 1,
         train: train::TrainConfig {
             steps: u64::MAX,
-            optimizer: tensor::optim::AdamConfig::adamw(3e-4, 0.1),
+            optimizer: tensor::optim::AdamConfig::adamw(3e-4, 0.1).into(),
             schedule: tensor::Schedule::Constant,
             grad_clip: None,
             eval_interval: 0,

@@ -20,10 +20,11 @@ fn main() -> ExitCode {
         Some("bench") => ensure_openblas().and_then(|_| bench(&args[1..])),
         Some("bench-anchors") => anchors(),
         Some("datamodels") => ensure_openblas().and_then(|_| datamodels(&args[1..])),
+        Some("downstream") => ensure_openblas().and_then(|_| downstream()),
         Some("setup") => ensure_openblas(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <reproduce|test|bench|bench-anchors|datamodels|setup> [args]\n\n{}",
+                "usage: cargo xtask <reproduce|test|downstream|bench|bench-anchors|datamodels|setup> [args]\n\n{}",
                 include_str!("usage.txt")
             );
             Err("no task given".into())
@@ -61,7 +62,7 @@ fn datamodels(args: &[String]) -> Result {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.args(["run", "--release", "--quiet", "--manifest-path"])
         .arg(root().join("Cargo.toml"))
-        .args(["-p", "strata-datamodels", "--bin", "strata-datamodels", "--"])
+        .args(["-p", "strata-runner", "--bin", "strata-datamodels", "--"])
         .args(args);
     run(c)
 }
@@ -72,9 +73,23 @@ fn reproduce(args: &[String]) -> Result {
     run(c)
 }
 
+/// The workspace's tests, then the downstream crate's (with no extra arguments: a filter is for the workspace).
 fn test(args: &[String]) -> Result {
     let mut c = cargo();
     c.args(["test", "--workspace"]).args(args);
+    run(c)?;
+    if args.is_empty() { downstream() } else { Ok(()) }
+}
+
+/// Builds `examples/downstream` (a crate outside the workspace that depends on Strata by path, as a user's
+/// does) and runs its tests: the README's and every lib.rs's examples as doctests. It shares `target/` so the
+/// dependencies built for the workspace are reused.
+fn downstream() -> Result {
+    let mut c = cargo();
+    c.args(["test", "--manifest-path"])
+        .arg(root().join("examples/downstream/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root().join("target"));
     run(c)
 }
 

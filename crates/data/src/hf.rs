@@ -4,7 +4,9 @@
 //!
 //! A `tokenizer.json` may switch on truncation and fixed padding (MiniLM's pads every input to 128). Loading
 //! turns both off: [`HfTokenizer::encode_batch`] pads to the longest input of the batch and truncates only to
-//! the `max_len` it is given, which is what a caller choosing its own sequence length expects.
+//! the `max_len` it is given, which is what a caller choosing its own sequence length expects. For
+//! all-MiniLM-L6-v2 pass [`MINILM_MAX_LEN`] (256, its `sentence_bert_config.json` `max_seq_length`: the length
+//! sentence-transformers truncates to and the model was trained with; its position table has 512 rows).
 
 use std::path::Path;
 
@@ -14,6 +16,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::{Error, Result, format_err};
+
+/// The `max_len` to encode with for all-MiniLM-L6-v2 (sentence-transformers' `max_seq_length` for it).
+pub const MINILM_MAX_LEN: usize = 256;
 
 /// A tokenizer from a `tokenizer.json` file (or trained here).
 #[derive(Clone)]

@@ -6,12 +6,29 @@
 //! after it (`mnist/`, `tinyshakespeare/`, ...). Nothing is downloaded: when the files are missing, the error says
 //! which files to fetch, from where, and where to put them.
 //!
-//! ```no_run
-//! let dir = strata_data::resolve("mnist", None)?;
-//! let mnist = strata_data::mnist::Mnist::load(&dir)?;
-//! let (images, labels) = mnist.test.batch(&[0, 1, 2]); // [3, 1, 28, 28] in [0, 1], and the labels
+//! ```
+//! use strata_data::tokenize::{ByteTokenizer, CharVocab};
+//! // Every dataset a reproduction reads is in the registry, with its files, sizes, checksums and license.
+//! let mnist = strata_data::dataset("mnist")?;
+//! assert!(mnist.files.iter().all(|f| f.sha256.len() == 64));
+//! // Found through `--data`, STRATA_DATA or the user cache, and checked against the SHA-256 sums:
+//! if let Ok(dir) = strata_data::resolve("mnist", None) {
+//!     let mnist = strata_data::mnist::Mnist::load(&dir)?;
+//!     let (images, labels) = mnist.test.batch(&[0, 1, 2]); // [3, 1, 28, 28] in [0, 1], and the labels
+//!     assert_eq!((images.shape(), labels.len()), (&[3, 1, 28, 28][..], 3));
+//! }
+//! let vocab = CharVocab::from_corpus("to be or not to be");
+//! assert_eq!(vocab.decode(&vocab.encode("be not")?)?, "be not");
+//! assert_eq!(ByteTokenizer.encode("hi"), [104, 105]);
 //! # Ok::<(), strata_data::Error>(())
 //! ```
+//!
+//! - [`mnist`]: IDX files (gzipped or not) with every header and size checked.
+//! - [`text`]: TinyShakespeare, WikiText-2, SST-2/CR TSV and SVAMP JSON loaders.
+//! - [`tokenize`]: bytes and characters; [`hf`]: HuggingFace `tokenizer.json` (MiniLM's WordPiece, with
+//!   [`hf::MINILM_MAX_LEN`]) and byte-level BPE training.
+//! - [`batch`]: seeded LM windows (random or shuffled) whose position is one checkpointable number,
+//!   sequential evaluation batches, padding with masks.
 
 pub mod batch;
 pub mod hf;
@@ -26,6 +43,7 @@ use std::path::PathBuf;
 
 /// Errors from finding, verifying and parsing dataset files. Each names the file (and line or byte offset) at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("unknown dataset `{0}` (known: {1})")]
     UnknownDataset(String, String),

@@ -1,7 +1,7 @@
 /// Invalid configurations and inputs of the ICL crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum IclError {
+pub enum Error {
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error(transparent)]
@@ -10,8 +10,8 @@ pub enum IclError {
     Report(#[from] report::Error),
 }
 
-pub type Result<T, E = IclError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) fn invalid(msg: impl Into<String>) -> IclError {
-    IclError::InvalidConfig(msg.into())
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidConfig(msg.into())
 }

@@ -15,7 +15,7 @@ use crate::theory::{chebyshev_rate, gd_predict, newton_schulz_rate, optimal_prec
 
 /// Mean squared error of the model's prediction after `depth` layers on `prompts`.
 pub fn eval_mse(model: &LsaModel<f64>, prompts: &Prompts, depth: usize) -> f64 {
-    no_grad(|| model.predict(&prompts.tokens::<f64>(), depth).mse(&prompts.targets::<f64>()).item())
+    model.test_mse(prompts, depth)
 }
 
 /// Mean squared error of the GD predictor with per-step preconditioners `preconds` on `prompts`.
@@ -434,7 +434,7 @@ impl P1Config {
             validation_prompts: self.validation_prompts,
         };
         let diverged_at = |r: &Result<LsaModel<f64>>| match r {
-            Err(crate::IclError::Tensor(tensor::Error::Diverged { step, .. })) => Some(*step),
+            Err(crate::Error::Tensor(tensor::Error::Diverged { step, .. })) => Some(*step),
             _ => None,
         };
         let first = train_model(&mcfg, &self.task(kappa, 0.0), &tcfg, seed);

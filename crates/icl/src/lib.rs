@@ -17,20 +17,27 @@
 //!   iteration and in closed form), Chebyshev step sizes on `[1, kappa]` and Newton-Schulz iteration with
 //!   their error rates.
 //!
-//! ```no_run
-//! use strata_icl::model::{LsaModel, ModelConfig, Parameterization, TrainConfig, train};
-//! use strata_icl::task::{Covariance, TaskConfig};
-//! let task = TaskConfig { covariance: Covariance::RandomCondition { kappa: 10.0 }, ..TaskConfig::isotropic(5, 20) };
+//! ```
+//! use strata_icl::{Covariance, LsaModel, ModelConfig, Parameterization, TaskConfig, TrainConfig, sample, train};
+//! use strata_icl::tensor::{Params, seeded};
+//!
+//! let task = TaskConfig { covariance: Covariance::RandomCondition { kappa: 10.0 }, ..TaskConfig::isotropic(3, 10) };
 //! let cfg =
-//!     ModelConfig { d: 5, depth: 4, looped: true, parameterization: Parameterization::Restricted, init_std: 0.02 };
-//! let model = LsaModel::<f64>::new(&cfg, &tensor::Params::new(), &mut tensor::seeded(0))?;
-//! let log = train(&model, &task, &TrainConfig::new(1000, 256, 3e-3), &mut tensor::seeded(1))?;
-//! println!("final loss {}", log.losses.last().unwrap());
-//! # Ok::<(), strata_icl::IclError>(())
+//!     ModelConfig { d: 3, depth: 2, looped: true, parameterization: Parameterization::Restricted, init_std: 0.02 };
+//! let model = LsaModel::<f64>::new(&cfg, &Params::new(), &mut seeded(0))?;
+//! let test = sample(&task, 256, &mut seeded(9))?;
+//! let before = model.test_mse(&test, 2);
+//! let log = train(&model, &task, &TrainConfig::new(60, 64, 1e-2), &mut seeded(1))?;
+//! assert!(model.test_mse(&test, 2) < before && log.losses.len() == 60);
+//! # Ok::<(), strata_icl::Error>(())
 //! ```
 //!
-//! Convention: a restricted layer whose `Q` block is `A` runs gradient descent preconditioned by `A^T`
-//! (identical for the symmetric `A` that training finds); see `model::tests` and `tests/tests.rs`.
+//! Convention: a restricted layer whose `Q` block is `A` runs gradient descent preconditioned by `A^T`. Trained
+//! `A` need not be symmetric (with `Sigma = I` and 4 or more loops training finds a clearly non-symmetric one),
+//! so the transpose matters; `tests/tests.rs` checks the convention with a non-isotropic `Sigma`, which an
+//! isotropic one could not tell apart.
+//!
+//! The lower crates are re-exported ([`tensor`], [`report`]) so that one dependency on `strata-icl` suffices.
 
 mod error;
 pub mod experiments;
@@ -39,4 +46,7 @@ pub mod model;
 pub mod task;
 pub mod theory;
 
-pub use error::{IclError, Result};
+pub use error::{Error, Result};
+pub use model::{LsaModel, ModelConfig, Parameterization, TrainConfig, TrainLog, train};
+pub use task::{Covariance, Prompts, Shift, TaskConfig, WeightPrior, sample};
+pub use {report, tensor};

@@ -136,6 +136,13 @@ impl<F: Float> LsaModel<F> {
         self.predictions(z, depth).pop().unwrap_or_else(|| Tensor::zeros(&[z.shape()[0]]))
     }
 
+    /// Mean squared error of the query predictions after `depth` layers on a batch of prompts (the test
+    /// loss of P1 and P3), computed without building a graph, in this model's float type.
+    pub fn test_mse(&self, prompts: &crate::task::Prompts, depth: usize) -> f64 {
+        tensor::no_grad(|| self.predict(&prompts.tokens::<F>(), depth).mse(&prompts.targets::<F>()).item())
+            .to_f64_lossy()
+    }
+
     /// `A` and `u` of a restricted layer (`None` for the other parameterizations).
     pub fn restricted_weights(&self, layer: usize) -> Option<(ArrayD<F>, ArrayD<F>)> {
         match self.layers.get(layer)? {

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod figure;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,17 +6,27 @@
 //! gradient, gradient x input, integrated gradients, SmoothGrad, occlusion, Grad-CAM; deletion/insertion, sparseness,
 //! localisation), plus P9's completeness and soundness and its simple masking method.
 //!
-//! ```no_run
-//! use strata_saliency::{ConvNet, ConvNetConfig, Completeness, Replacement, SaliencyMethod, SaliencyMetric, VanillaGradient};
-//! # fn demo(images: tensor::ndarray::ArrayD<f32>, labels: Vec<usize>) -> strata_saliency::Result<()> {
+//! ```
+//! use strata_saliency::tensor::ndarray::ArrayD;
+//! use strata_saliency::{
+//!     Completeness, ConvNet, ConvNetConfig, MetricInput, Replacement, SaliencyMethod, SaliencyMetric, VanillaGradient,
+//! };
+//! let images = ArrayD::from_shape_fn(vec![2, 1, 28, 28], |ix| ((ix[2] * 28 + ix[3]) % 17) as f32 / 17.0);
+//! let labels = vec![3, 7];
 //! let net = ConvNet::new(ConvNetConfig::small(1, 28, 28, 10), 0)?; // then `net.train(...)` or `ConvNet::load`
 //! net.freeze();
-//! let maps = VanillaGradient::default().attribute(&net, &images, &labels)?;
-//! let input = strata_saliency::MetricInput::new(&net, &images, &labels, &maps)?;
+//! let maps = VanillaGradient::default().attribute(&net, &images, &labels)?; // [2, 28, 28]
+//! let input = MetricInput::new(&net, &images, &labels, &maps)?;
 //! let completeness = Completeness::new(vec![0.05, 0.1, 0.2], Replacement::Constant(0.13)).evaluate(&input)?;
-//! println!("completeness AUC {}", completeness.value);
-//! # Ok(()) }
+//! assert!(maps.shape() == [2, 28, 28] && completeness.value.is_finite());
+//! # Ok::<(), strata_saliency::Error>(())
 //! ```
+//!
+//! - [`experiments`]: the `saliency/complete-sound` reproduction (measure -> rows -> claims -> figures).
+//! - [`synthetic`]: a shapes task whose evidence is known pixel by pixel, for localisation metrics.
+//! - Training: [`ConvNet::train`] with a [`TrainConfig`] (`TrainConfig::default()` is the reproduction's).
+//!
+//! The lower crates are re-exported ([`tensor`], [`data`], [`report`]) so that one dependency suffices.
 //!
 //! Maps are per pixel: methods that attribute each channel sum over channels (absolute values for gradient
 //! magnitudes), because every metric here ranks pixels.
@@ -37,11 +47,14 @@ pub use metrics::{
 };
 pub use model::{Classifier, ConvLayer, ConvNet, ConvNetConfig, TrainConfig, accuracy, probabilities};
 
+pub use {data, report, tensor};
+
 use serde::{Deserialize, Serialize};
 use tensor::ndarray::{ArrayD, Axis, IxDyn};
 
 /// Errors: bad shapes, arguments or configs, non-finite inputs, and failures of the layers below.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("shape mismatch: {0}")]
     Shape(String),

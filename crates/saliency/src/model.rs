@@ -207,13 +207,21 @@ impl ConvNet {
     }
 }
 
-/// Mini-batch training settings.
+/// Mini-batch training settings (Adam).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
     pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// What the P9 reproduction uses for its MNIST and shapes nets: 3 epochs of batch 64 at lr 1e-3.
+    fn default() -> Self {
+        TrainConfig { epochs: 3, batch: 64, lr: 1e-3, seed: 0 }
+    }
 }
 
 impl Classifier for ConvNet {

@@ -65,7 +65,7 @@ pub use error::{Error, Result, check_loss};
 pub use float::Float;
 pub use ndarray;
 pub use ops::{Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows, matmul_flops};
-pub use optim::{OptimizerState, Schedule};
+pub use optim::{Optimizer, OptimizerConfig, OptimizerState, Schedule};
 pub use rayon;
 pub use rng::{
     Rng, derived, fans, kaiming_normal, kaiming_uniform, normal, permutation, seeded, uniform, xavier_normal,

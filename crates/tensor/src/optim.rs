@@ -8,6 +8,7 @@ use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{StoredTensor, read_safetensors, write_safetensors};
+use crate::var::in_prefix;
 use crate::{Error, Float, Grads, Params, Result};
 
 /// Per-parameter optimizer state.
@@ -44,7 +45,7 @@ impl<F: Float> OptimizerState<F> {
 
     /// Resets every parameter under `prefix`.
     pub fn reset_prefix(&mut self, prefix: &str) {
-        self.per_param.retain(|n, _| !(n == prefix || n.starts_with(&format!("{prefix}."))));
+        self.per_param.retain(|n, _| !in_prefix(n, prefix));
     }
 
     /// Copies state from one parameter to another (e.g. to a layer copy).
@@ -52,6 +53,51 @@ impl<F: Float> OptimizerState<F> {
         let s = self.per_param.get(from).cloned().ok_or_else(|| Error::UnknownParam(from.to_string()))?;
         self.per_param.insert(to.to_string(), s);
         Ok(())
+    }
+
+    /// Copies the state of every parameter under `from` to the same suffix under `to` (the moments of a copied
+    /// layer, when a growth operator chooses to copy them rather than start fresh). Returns the new names.
+    pub fn copy_prefix(&mut self, from: &str, to: &str) -> Result<Vec<String>> {
+        let copies: Vec<(String, ParamState<F>)> = self
+            .per_param
+            .iter()
+            .filter(|(n, _)| in_prefix(n, from))
+            .map(|(n, s)| (format!("{to}{}", &n[from.len()..]), s.clone()))
+            .collect();
+        if let Some((taken, _)) = copies.iter().find(|(n, _)| self.per_param.contains_key(n)) {
+            return Err(Error::DuplicateParam(taken.clone()));
+        }
+        let mut names: Vec<String> = copies.iter().map(|(n, _)| n.clone()).collect();
+        names.sort();
+        self.per_param.extend(copies);
+        Ok(names)
+    }
+
+    /// Moves the state of every parameter under `from` to the same suffix under `to`, as
+    /// [`Params::rename_prefix`] moves the parameters. A target that already has state and is not itself
+    /// being moved is an error (state is never silently overwritten).
+    pub fn rename_prefix(&mut self, from: &str, to: &str) -> Result<()> {
+        let moves: Vec<(String, String)> = self
+            .per_param
+            .keys()
+            .filter(|n| in_prefix(n, from))
+            .map(|n| (n.clone(), format!("{to}{}", &n[from.len()..])))
+            .collect();
+        for (_, new) in &moves {
+            if self.per_param.contains_key(new) && !moves.iter().any(|(old, _)| old == new) {
+                return Err(Error::DuplicateParam(new.clone()));
+            }
+        }
+        let taken: Vec<(String, ParamState<F>)> =
+            moves.iter().map(|(old, new)| (new.clone(), self.per_param.remove(old).expect("listed"))).collect();
+        self.per_param.extend(taken);
+        Ok(())
+    }
+
+    /// Applies, in order, the `(old, new)` prefix renames that a model edit returned (for example
+    /// `Decoder::insert_layer_copy`), so every parameter keeps its own moments after layers shift.
+    pub fn apply_renames(&mut self, renames: &[(String, String)]) -> Result<()> {
+        renames.iter().try_for_each(|(old, new)| self.rename_prefix(old, new))
     }
 
     /// Saves the state as safetensors (`<name>/<buffer>` tensors, step counts in the metadata).
@@ -105,7 +151,8 @@ pub trait Optimizer<F: Float = f32> {
 }
 
 /// Stochastic gradient descent with momentum, Nesterov and L2 weight decay (PyTorch's semantics).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SgdConfig {
     pub lr: f64,
     pub momentum: f64,
@@ -180,6 +227,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
 /// Adam / AdamW. `decoupled = true` is AdamW (weight decay applied to the weights, Loshchilov & Hutter);
 /// `false` adds L2 decay to the gradient (classic Adam).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdamConfig {
     pub lr: f64,
     pub beta1: f64,
@@ -286,6 +334,79 @@ impl<F: Float> Optimizer<F> for Adam<F> {
     }
     fn state_mut(&mut self) -> &mut OptimizerState<F> {
         &mut self.state
+    }
+}
+
+/// Which optimizer to build, as data (`{"kind": "adam", "lr": ..., ...}` or `{"kind": "sgd", ...}` in JSON), so a
+/// training config names its optimizer and a trainer can build any of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    /// Adam or AdamW ([`AdamConfig::decoupled`]).
+    Adam(AdamConfig),
+    Sgd(SgdConfig),
+}
+
+impl OptimizerConfig {
+    /// The (peak) learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerConfig::Adam(c) => c.lr,
+            OptimizerConfig::Sgd(c) => c.lr,
+        }
+    }
+
+    /// A fresh optimizer with empty state.
+    pub fn build<F: Float>(&self) -> Box<dyn Optimizer<F>> {
+        match self {
+            OptimizerConfig::Adam(c) => Box::new(Adam::new(c.clone())),
+            OptimizerConfig::Sgd(c) => Box::new(Sgd::new(c.clone())),
+        }
+    }
+
+    /// Checks the settings: a positive finite learning rate, betas and momentum in [0, 1), a positive eps,
+    /// non-negative weight decay. The message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let lr = self.lr();
+        if !(lr > 0.0) || !lr.is_finite() {
+            return Err(format!("lr {lr} must be positive and finite"));
+        }
+        let unit = |name: &str, v: f64| {
+            if (0.0..1.0).contains(&v) { Ok(()) } else { Err(format!("{name} {v} must be in [0, 1)")) }
+        };
+        let non_negative = |name: &str, v: f64| {
+            if v >= 0.0 && v.is_finite() { Ok(()) } else { Err(format!("{name} {v} must be non-negative")) }
+        };
+        match self {
+            OptimizerConfig::Adam(c) => {
+                unit("beta1", c.beta1)?;
+                unit("beta2", c.beta2)?;
+                non_negative("weight_decay", c.weight_decay)?;
+                if !(c.eps > 0.0) {
+                    return Err(format!("eps {} must be positive", c.eps));
+                }
+            }
+            OptimizerConfig::Sgd(c) => {
+                unit("momentum", c.momentum)?;
+                non_negative("weight_decay", c.weight_decay)?;
+                if c.nesterov && c.momentum == 0.0 {
+                    return Err("nesterov needs a positive momentum".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<AdamConfig> for OptimizerConfig {
+    fn from(c: AdamConfig) -> Self {
+        OptimizerConfig::Adam(c)
+    }
+}
+
+impl From<SgdConfig> for OptimizerConfig {
+    fn from(c: SgdConfig) -> Self {
+        OptimizerConfig::Sgd(c)
     }
 }
 

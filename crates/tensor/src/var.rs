@@ -146,6 +146,29 @@ impl<F: Float> Params<F> {
         Params(Arc::new(RwLock::new(Store { order: Vec::new(), vars: HashMap::new() })))
     }
 
+    /// An independent copy: new [`Var`]s with the same names, order, values and trainable flags. Unlike
+    /// `clone` (another handle on the same store), training the copy leaves this one unchanged, so candidates
+    /// can be grown and trained side by side from one trained model.
+    pub fn deep_copy(&self) -> Params<F> {
+        let s = self.0.read().expect("params lock");
+        let vars = s
+            .order
+            .iter()
+            .map(|n| {
+                let old = &s.vars[n];
+                let v = Var::new(old.value());
+                v.set_trainable(old.is_trainable());
+                (n.clone(), v)
+            })
+            .collect();
+        Params(Arc::new(RwLock::new(Store { order: s.order.clone(), vars })))
+    }
+
+    /// Whether `other` is a handle on this same store (what `clone` gives), not a [`Params::deep_copy`].
+    pub fn same_store(&self, other: &Params<F>) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The root path for registering parameters.
     pub fn root(&self) -> ParamPath<F> {
         ParamPath { params: self.clone(), prefix: String::new() }
@@ -341,7 +364,7 @@ pub struct LoadReport {
     pub metadata: HashMap<String, String>,
 }
 
-fn in_prefix(name: &str, prefix: &str) -> bool {
+pub(crate) fn in_prefix(name: &str, prefix: &str) -> bool {
     prefix.is_empty()
         || name == prefix
         || (name.starts_with(prefix) && name.as_bytes().get(prefix.len()) == Some(&b'.'))

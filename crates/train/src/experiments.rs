@@ -32,7 +32,7 @@ pub fn shakespeare_char_config(seed: u64) -> LmConfig {
         eval_batches: 0,
         train: TrainConfig {
             steps: 2000,
-            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(1e-3, 0.1) },
+            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(1e-3, 0.1) }.into(),
             schedule: Schedule::WarmupCosine { warmup: 100, total: 2000, min_factor: 0.1 },
             grad_clip: Some(1.0),
             eval_interval: 250,
@@ -65,7 +65,7 @@ pub fn wikitext2_config(seed: u64, quick: bool) -> LmConfig {
         eval_batches: if quick { 40 } else { 0 },
         train: TrainConfig {
             steps,
-            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(2e-3, 0.1) },
+            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(2e-3, 0.1) }.into(),
             schedule: Schedule::WarmupCosine { warmup: steps / 20, total: steps, min_factor: 0.1 },
             grad_clip: Some(1.0),
             eval_interval: steps / 10,

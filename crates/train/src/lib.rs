@@ -1,33 +1,69 @@
 //! # strata-train
 //!
-//! The training loop every Strata model shares, and the language-model reproductions built on it.
+//! The training loop for Strata's language models and for the crates built on them (growth, SALT, grafting),
+//! and the language-model reproductions. The ICL, saliency and datamodels crates keep their own small loops:
+//! their models train on fresh synthetic batches or in many-model blocks, where a checkpointing trainer has
+//! nothing to add.
 //!
 //! - [`Trainer`] runs an [`Objective`] (anything with parameters and a loss per step) under a serde
-//!   [`TrainConfig`]: AdamW with a learning-rate [`Schedule`], global-norm clipping, evaluation and checkpoint
-//!   intervals, a progress bar (loss, tokens/s, ETA), metrics as JSON lines (`metrics.jsonl`), and a
-//!   [`TrainReport`] at the end.
+//!   [`TrainConfig`]: any optimizer ([`OptimizerConfig`]: AdamW, Adam, SGD with momentum; or your own through
+//!   [`Trainer::with_optimizer`]) with a learning-rate [`Schedule`], global-norm clipping, evaluation and
+//!   checkpoint intervals, a progress bar (loss, tokens/s, ETA), metrics as JSON lines (`metrics.jsonl`, every
+//!   line with the run's matrix-product FLOPs and tokens so far), and a [`TrainReport`] at the end.
 //! - A NaN or infinite loss (or gradient) stops training with [`Error::Diverged`] naming the step.
 //! - Checkpoints hold the model, the optimizer state, and the trainer and data position
 //!   (`checkpoints/step-N/{model,optimizer}.safetensors`, `state.json`). A step directory is complete before
 //!   the `checkpoints/latest` pointer is atomically switched to it, so a kill at any moment leaves a loadable
 //!   checkpoint. Per-step randomness (dropout) is derived from `(seed, step)` and batches from
 //!   `(data seed, batches drawn)`, so [`Trainer::resume`] continues to the same final weights bit for bit.
-//! - [`Hook`]s run before and after every step with mutable access to the objective and the optimizer, so
-//!   growth schedules, layer sampling and distillation plug in without forking the loop.
+//! - [`Hook`]s run before and after every step with mutable access to the objective and the optimizer (as
+//!   `&mut dyn Optimizer`), so growth schedules, layer sampling and distillation plug in without forking the
+//!   loop. After a model edit, `optimizer.state_mut().apply_renames(&renames)` keeps each layer's own moments.
+//! - [`lm`]: [`lm::LmObjective`] and [`lm::LmConfig`], a whole LM run as one JSON file (model, corpus,
+//!   batching, training); the `strata-train --config lm.json --out DIR` binary (in `strata-runner`) runs it.
+//! - [`experiments`]: the reproductions `lm/shakespeare-char` and `lm/wikitext2`.
 //!
-//! ```no_run
-//! use strata_train::{lm::{LmConfig, LmObjective}, Trainer};
-//! let config: LmConfig = serde_json::from_str(&std::fs::read_to_string("lm.json")?)?;
+//! ```
+//! use strata_train::lm::{Corpus, LmConfig, LmObjective};
+//! use strata_train::tensor::{Schedule, optim::SgdConfig};
+//! use strata_train::transformer::DecoderConfig;
+//! use strata_train::{TrainConfig, Trainer};
+//!
+//! let config = LmConfig {
+//!     model: DecoderConfig { vocab_size: 0, context: 16, d_model: 32, n_layers: 2, n_heads: 4, ..DecoderConfig::default() },
+//!     model_seed: 0,
+//!     corpus: Corpus::Synthetic { tokens: 5_000, vocab: 16, seed: 1 },
+//!     batch: 4,
+//!     sampling: strata_train::data::batch::WindowSampling::Shuffled,
+//!     data_seed: 2,
+//!     eval_batches: 2,
+//!     train: TrainConfig {
+//!         steps: 20,
+//!         optimizer: SgdConfig { lr: 0.3, momentum: 0.9, ..SgdConfig::default() }.into(),
+//!         schedule: Schedule::Constant,
+//!         grad_clip: Some(1.0),
+//!         eval_interval: 0,
+//!         checkpoint_interval: 0,
+//!         log_interval: 10,
+//!         seed: 3,
+//!         progress: false,
+//!     },
+//! };
+//! let dir = tempfile::tempdir().unwrap();
 //! let objective = LmObjective::new(&config, None)?;
-//! let mut trainer = Trainer::new(config.train.clone(), objective, Some("runs/lm".as_ref()))?;
-//! trainer.resume()?; // continues from runs/lm/checkpoints/latest when there is one
+//! let mut trainer = Trainer::new(config.train.clone(), objective, Some(dir.path()))?;
+//! trainer.resume()?; // continues from <dir>/checkpoints/latest when there is one
 //! let report = trainer.run()?;
-//! println!("val loss {:?}", report.final_eval);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! assert!(report.final_eval["val_loss"].is_finite() && report.flops_total == trainer.flops_run());
+//! # Ok::<(), strata_train::Error>(())
 //! ```
 
 pub mod experiments;
 pub mod lm;
+
+pub use tensor::optim::{Optimizer, OptimizerConfig};
+pub use tensor::{OptimizerState, Schedule};
+pub use {data, report, tensor, transformer};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,11 +71,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tensor::optim::{Adam, AdamConfig, Optimizer};
-use tensor::{Params, Rng, Schedule, Tensor, write_atomic};
+use tensor::{Params, Rng, Tensor, write_atomic};
 
 /// Errors from training.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("invalid training config: {0}")]
     Config(String),
@@ -93,16 +129,27 @@ pub struct StepRecord {
     /// Gradient global norm before clipping.
     pub grad_norm: f64,
     pub seconds: f64,
+    /// Matrix-product FLOPs of this step (forward and backward of the model as it was when the step ran).
+    pub flops: u64,
+    /// Matrix-product FLOPs of the whole run so far, this step included (carried across resumes).
+    pub flops_total: u64,
+    /// Tokens (or examples) of the whole run so far, this step included.
+    pub tokens_total: u64,
 }
 
 /// Runs at step boundaries with mutable access to the objective (to grow a model, pick layers, set a teacher)
-/// and the optimizer (to move or reset its state).
+/// and the optimizer, whichever it is (to move, copy or reset its per-parameter state).
 pub trait Hook<O: Objective> {
     /// Before step `step` (0-based: the number of steps completed so far).
-    fn before_step(&mut self, _step: u64, _objective: &mut O, _optimizer: &mut Adam<f32>) -> Result<()> {
+    fn before_step(&mut self, _step: u64, _objective: &mut O, _optimizer: &mut dyn Optimizer<f32>) -> Result<()> {
         Ok(())
     }
-    fn after_step(&mut self, _record: &StepRecord, _objective: &mut O, _optimizer: &mut Adam<f32>) -> Result<()> {
+    fn after_step(
+        &mut self,
+        _record: &StepRecord,
+        _objective: &mut O,
+        _optimizer: &mut dyn Optimizer<f32>,
+    ) -> Result<()> {
         Ok(())
     }
 }
@@ -112,8 +159,8 @@ pub trait Hook<O: Objective> {
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub steps: u64,
-    /// AdamW settings; `optimizer.lr` is the peak learning rate.
-    pub optimizer: AdamConfig,
+    /// The optimizer (`{"kind": "adam", ...}` or `{"kind": "sgd", ...}`); its `lr` is the peak learning rate.
+    pub optimizer: OptimizerConfig,
     pub schedule: Schedule,
     /// Clip the global gradient norm to this (None: no clipping).
     pub grad_clip: Option<f64>,
@@ -132,17 +179,11 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
-        let o = &self.optimizer;
         let bad = |m: String| Err(Error::Config(m));
         if self.steps == 0 {
             return bad("steps must be positive".into());
         }
-        if !(o.lr > 0.0) || !o.lr.is_finite() || !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            return bad(format!("lr {} must be positive and betas ({}, {}) in [0, 1)", o.lr, o.beta1, o.beta2));
-        }
-        if !(o.eps > 0.0) || !(o.weight_decay >= 0.0) {
-            return bad(format!("eps {} must be positive and weight_decay {} non-negative", o.eps, o.weight_decay));
-        }
+        self.optimizer.validate().map_err(|m| Error::Config(format!("optimizer: {m}")))?;
         if let Some(c) = self.grad_clip {
             if !(c > 0.0) {
                 return bad(format!("grad_clip {c} must be positive"));
@@ -171,6 +212,10 @@ pub struct TrainReport {
     pub wall_seconds: f64,
     pub tokens_per_second: f64,
     pub matmul_flops_per_second: f64,
+    /// Matrix-product FLOPs of the whole run (all processes, across resumes).
+    pub flops_total: u64,
+    /// Tokens (or examples) of the whole run.
+    pub tokens_total: u64,
 }
 
 /// The trainer and data position stored beside the weights.
@@ -180,13 +225,17 @@ struct TrainerState {
     seed: u64,
     data: serde_json::Value,
     config: TrainConfig,
+    #[serde(default)]
+    flops_run: u64,
+    #[serde(default)]
+    tokens_run: u64,
 }
 
 /// The training loop. See the crate docs.
 pub struct Trainer<O: Objective> {
     pub config: TrainConfig,
     pub objective: O,
-    pub optimizer: Adam<f32>,
+    pub optimizer: Box<dyn Optimizer<f32>>,
     step: u64,
     out_dir: Option<PathBuf>,
     hooks: Vec<Box<dyn Hook<O>>>,
@@ -206,13 +255,25 @@ impl<O: Objective> std::fmt::Debug for Trainer<O> {
 }
 
 impl<O: Objective> Trainer<O> {
-    /// `out_dir` receives `metrics.jsonl` and `checkpoints/`; `None` trains in memory only.
+    /// `out_dir` receives `metrics.jsonl` and `checkpoints/`; `None` trains in memory only. The optimizer is
+    /// built from `config.optimizer`.
     pub fn new(config: TrainConfig, objective: O, out_dir: Option<&Path>) -> Result<Self> {
+        let optimizer = config.optimizer.build();
+        Self::with_optimizer(config, objective, optimizer, out_dir)
+    }
+
+    /// As [`Trainer::new`], with an optimizer of the caller's (any [`Optimizer`]; it may already hold state).
+    /// The schedule scales `config.optimizer.lr()`, which should equal the optimizer's own learning rate.
+    pub fn with_optimizer(
+        config: TrainConfig,
+        objective: O,
+        optimizer: Box<dyn Optimizer<f32>>,
+        out_dir: Option<&Path>,
+    ) -> Result<Self> {
         config.validate()?;
         if let Some(d) = out_dir {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        let optimizer = Adam::new(config.optimizer.clone());
         Ok(Trainer {
             report: TrainReport {
                 steps: config.steps,
@@ -224,6 +285,8 @@ impl<O: Objective> Trainer<O> {
                 wall_seconds: 0.0,
                 tokens_per_second: 0.0,
                 matmul_flops_per_second: 0.0,
+                flops_total: 0,
+                tokens_total: 0,
             },
             config,
             objective,
@@ -246,6 +309,25 @@ impl<O: Objective> Trainer<O> {
     /// Steps completed.
     pub fn step_count(&self) -> u64 {
         self.step
+    }
+
+    /// Matrix-product FLOPs (forward and backward) of every step run so far, across resumes: the compute axis
+    /// that growth and distillation comparisons are plotted against. An objective's extra work that is not a
+    /// step of the trained model (a teacher's forward pass, a selection pass) is its own to add with
+    /// [`Trainer::add_flops`].
+    pub fn flops_run(&self) -> u64 {
+        self.flops_run
+    }
+
+    /// Tokens (or examples) consumed so far, across resumes.
+    pub fn tokens_run(&self) -> u64 {
+        self.tokens_run
+    }
+
+    /// Counts compute spent outside the trained model's steps (e.g. training candidates that were discarded),
+    /// so that every later metrics line and [`Trainer::flops_run`] include it.
+    pub fn add_flops(&mut self, flops: u64) {
+        self.flops_run += flops;
     }
 
     fn checkpoint_root(&self) -> Option<PathBuf> {
@@ -279,6 +361,8 @@ impl<O: Objective> Trainer<O> {
         *self.optimizer.state_mut() = tensor::OptimizerState::load(&dir.join("optimizer.safetensors"))?;
         self.objective.restore_data_state(&state.data)?;
         self.step = state.step;
+        self.flops_run = state.flops_run;
+        self.tokens_run = state.tokens_run;
         self.truncate_metrics()?;
         Ok(true)
     }
@@ -321,6 +405,8 @@ impl<O: Objective> Trainer<O> {
             seed: self.config.seed,
             data: self.objective.data_state(),
             config: self.config.clone(),
+            flops_run: self.flops_run,
+            tokens_run: self.tokens_run,
         };
         write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("json").as_bytes())?;
         if dir.exists() {
@@ -354,7 +440,7 @@ impl<O: Objective> Trainer<O> {
         let started = Instant::now();
         let step = self.step;
         for h in self.hooks.iter_mut() {
-            h.before_step(step, &mut self.objective, &mut self.optimizer)?;
+            h.before_step(step, &mut self.objective, self.optimizer.as_mut())?;
         }
         let mut rng = tensor::derived(self.config.seed, step);
         let loss_t = self.objective.train_loss(step, &mut rng)?;
@@ -371,22 +457,35 @@ impl<O: Objective> Trainer<O> {
         if let Some(c) = self.config.grad_clip {
             grads.clip_global_norm(c);
         }
-        let lr = self.config.optimizer.lr * self.config.schedule.factor(step);
+        let lr = self.config.optimizer.lr() * self.config.schedule.factor(step);
         self.optimizer.set_lr(lr);
         self.optimizer.step(self.objective.params(), &grads);
         self.step += 1;
-        let record = StepRecord { step: self.step, loss, lr, grad_norm, seconds: started.elapsed().as_secs_f64() };
-        for h in self.hooks.iter_mut() {
-            h.after_step(&record, &mut self.objective, &mut self.optimizer)?;
-        }
-        self.flops_run += self.objective.flops_per_step();
+        // Counted before the after-step hooks, which may change the model (a growth stage) for the next step.
+        let flops = self.objective.flops_per_step();
+        self.flops_run += flops;
         self.tokens_run += self.objective.tokens_per_step();
+        let record = StepRecord {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            seconds: started.elapsed().as_secs_f64(),
+            flops,
+            flops_total: self.flops_run,
+            tokens_total: self.tokens_run,
+        };
+        for h in self.hooks.iter_mut() {
+            h.after_step(&record, &mut self.objective, self.optimizer.as_mut())?;
+        }
         Ok(record)
     }
 
     fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {
         let metrics = self.objective.evaluate()?;
-        let mut line = serde_json::json!({ "kind": "eval", "step": self.step });
+        let mut line = serde_json::json!({
+            "kind": "eval", "step": self.step, "flops": self.flops_run, "tokens": self.tokens_run,
+        });
         for (k, v) in &metrics {
             line[k] = serde_json::json!(v);
         }
@@ -408,6 +507,7 @@ impl<O: Objective> Trainer<O> {
             self.write_metric(serde_json::json!({
                 "kind": "train", "step": rec.step, "loss": rec.loss, "lr": rec.lr,
                 "grad_norm": rec.grad_norm, "tokens_per_s": tps, "elapsed_s": self.train_seconds,
+                "flops": rec.flops_total, "tokens": rec.tokens_total,
             }))?;
             self.report.train_loss.push((rec.step, rec.loss));
             if let Some(b) = &self.bar {
@@ -463,6 +563,8 @@ impl<O: Objective> Trainer<O> {
         self.report.wall_seconds = wall.elapsed().as_secs_f64();
         self.report.tokens_per_second = (self.tokens_run - tokens_before) as f64 / train_seconds.max(1e-12);
         self.report.matmul_flops_per_second = (self.flops_run - flops_before) as f64 / train_seconds.max(1e-12);
+        self.report.flops_total = self.flops_run;
+        self.report.tokens_total = self.tokens_run;
         Ok(self.report.clone())
     }
 }

@@ -1,18 +1,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use strata_train::lm::{Corpus, LmConfig, LmObjective};
 use strata_train::{Error, Hook, Objective, Result, StepRecord, TrainConfig, Trainer};
-use tensor::optim::{Adam, AdamConfig};
+use tensor::optim::{AdamConfig, Optimizer, SgdConfig};
 use tensor::{Params, Rng, Schedule, Tensor};
 use transformer::{DecoderConfig, Positions};
 
 fn train_config(steps: u64, checkpoint_interval: u64) -> TrainConfig {
     TrainConfig {
         steps,
-        optimizer: AdamConfig { decay_matrices_only: true, ..AdamConfig::adamw(3e-3, 0.1) },
+        optimizer: AdamConfig { decay_matrices_only: true, ..AdamConfig::adamw(3e-3, 0.1) }.into(),
         schedule: Schedule::WarmupCosine { warmup: 5, total: steps, min_factor: 0.1 },
         grad_clip: Some(1.0),
         eval_interval: 10,
@@ -45,16 +43,6 @@ fn lm_config(steps: u64, checkpoint_interval: u64, d_model: usize) -> LmConfig {
     }
 }
 
-fn read_metric_losses(dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
-}
-
 #[test]
 fn lm_training_learns_and_in_process_resume_is_bit_exact() {
     let cfg = lm_config(30, 15, 32);
@@ -78,6 +66,7 @@ fn lm_training_learns_and_in_process_resume_is_bit_exact() {
     let mut b = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), Some(dir.path())).unwrap();
     assert!(b.resume().unwrap());
     assert_eq!(b.step_count(), 15);
+    assert_eq!(b.flops_run(), 15 * b.objective.flops_per_step(), "running FLOPs are carried across a resume");
     b.run().unwrap();
     assert_eq!(b.objective.model.params.snapshot(), straight.objective.model.params.snapshot());
 
@@ -85,49 +74,6 @@ fn lm_training_learns_and_in_process_resume_is_bit_exact() {
     let other = LmConfig { train: TrainConfig { seed: 99, ..cfg.train.clone() }, ..cfg.clone() };
     let mut c = Trainer::new(other.train.clone(), LmObjective::new(&other, None).unwrap(), Some(dir.path())).unwrap();
     assert!(c.resume().unwrap_err().to_string().contains("another training config"));
-}
-
-/// Kills a real `strata-train` process mid-run, resumes it, and compares the final weights byte for byte.
-#[test]
-fn resume_after_a_real_kill_gives_the_same_final_weights() {
-    let bin = env!("CARGO_BIN_EXE_strata-train");
-    let work = tempfile::tempdir().unwrap();
-    let cfg = lm_config(300, 20, 64);
-    let cfg_path = work.path().join("lm.json");
-    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
-    let run = |out: &Path, resume: bool| {
-        let mut c = Command::new(bin);
-        c.arg("--config").arg(&cfg_path).arg("--out").arg(out);
-        if resume {
-            c.arg("--resume");
-        }
-        c
-    };
-    let clean = work.path().join("clean");
-    assert!(run(&clean, false).status().unwrap().success());
-
-    let killed = work.path().join("killed");
-    let mut child = run(&killed, false).spawn().unwrap();
-    let latest = killed.join("checkpoints").join("latest");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !latest.exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(!killed.join("model.safetensors").exists(), "the run finished before the kill");
-    let at = std::fs::read_to_string(&latest).unwrap();
-    assert_ne!(at.trim(), "step-00000300", "killed after the last checkpoint");
-
-    let out = run(&killed, true).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resumed at step"));
-    let a = std::fs::read(clean.join("model.safetensors")).unwrap();
-    let b = std::fs::read(killed.join("model.safetensors")).unwrap();
-    assert!(a == b, "final weights differ after kill + resume");
-    assert_eq!(read_metric_losses(&clean), read_metric_losses(&killed), "logged losses differ");
 }
 
 /// A one-parameter objective whose loss turns NaN at a chosen step.
@@ -181,8 +127,10 @@ fn bad_configs_are_errors() {
     let ok = train_config(10, 0);
     for bad in [
         TrainConfig { steps: 0, ..ok.clone() },
-        TrainConfig { optimizer: AdamConfig::adamw(f64::NAN, 0.0), ..ok.clone() },
-        TrainConfig { optimizer: AdamConfig { beta2: 1.0, ..AdamConfig::adam(1e-3) }, ..ok.clone() },
+        TrainConfig { optimizer: AdamConfig::adamw(f64::NAN, 0.0).into(), ..ok.clone() },
+        TrainConfig { optimizer: AdamConfig { beta2: 1.0, ..AdamConfig::adam(1e-3) }.into(), ..ok.clone() },
+        TrainConfig { optimizer: SgdConfig { momentum: 1.5, ..SgdConfig::default() }.into(), ..ok.clone() },
+        TrainConfig { optimizer: SgdConfig { lr: -1.0, ..SgdConfig::default() }.into(), ..ok.clone() },
         TrainConfig { grad_clip: Some(0.0), ..ok.clone() },
         TrainConfig { log_interval: 0, ..ok.clone() },
     ] {
@@ -208,17 +156,21 @@ struct GrowAt {
 }
 
 impl Hook<LmObjective> for GrowAt {
-    fn before_step(&mut self, step: u64, objective: &mut LmObjective, optimizer: &mut Adam<f32>) -> Result<()> {
+    fn before_step(
+        &mut self,
+        step: u64,
+        objective: &mut LmObjective,
+        optimizer: &mut dyn Optimizer<f32>,
+    ) -> Result<()> {
         if step == self.step {
             let top = objective.model.n_layers() - 1;
             objective.model.insert_layer_copy(top, top + 1)?;
             // The new layer's optimizer state starts fresh; the others keep theirs.
-            use tensor::optim::Optimizer;
             optimizer.state_mut().reset_prefix(&transformer::Decoder::<f32>::layer_prefix(top + 1));
         }
         Ok(())
     }
-    fn after_step(&mut self, record: &StepRecord, _: &mut LmObjective, _: &mut Adam<f32>) -> Result<()> {
+    fn after_step(&mut self, record: &StepRecord, _: &mut LmObjective, _: &mut dyn Optimizer<f32>) -> Result<()> {
         self.seen.push(record.step);
         Ok(())
     }
@@ -255,4 +207,141 @@ fn training_is_identical_under_one_and_two_threads() {
         })
     };
     assert_eq!(train_with(1), train_with(2));
+}
+
+/// The metrics lines of a run, parsed.
+fn metric_lines(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn metrics_carry_running_flops_and_tokens_also_across_growth() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lm_config(12, 0, 32);
+    let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), Some(dir.path())).unwrap();
+    t.add_hook(Box::new(GrowAt { step: 6, seen: Vec::new() }));
+    let report = t.run().unwrap();
+    // Steps 1-6 ran the 2-layer model, steps 7-12 the 3-layer one (batch 8, length 32).
+    let model = t.objective.model.config.clone();
+    let per_step = |layers: usize| transformer::flops::decoder_step(&model, 8, 32, layers).total();
+    let expected = 6 * per_step(2) + 6 * per_step(3);
+    assert_eq!(t.flops_run(), expected);
+    assert_eq!(report.flops_total, expected);
+    assert_eq!(t.tokens_run(), 12 * 8 * 32);
+    let lines = metric_lines(dir.path());
+    let train: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "train").collect();
+    assert_eq!(train.len(), 12);
+    for (i, l) in train.iter().enumerate() {
+        let step = i as u64 + 1;
+        let flops = step.min(6) * per_step(2) + step.saturating_sub(6) * per_step(3);
+        assert_eq!(l["flops"].as_u64(), Some(flops), "step {step}");
+        assert_eq!(l["tokens"].as_u64(), Some(step * 8 * 32), "step {step}");
+    }
+    let last_eval = lines.iter().rev().find(|l| l["kind"] == "eval").unwrap();
+    assert_eq!(last_eval["flops"].as_u64(), Some(expected));
+    t.add_flops(1000);
+    assert_eq!(t.flops_run(), expected + 1000);
+}
+
+/// Records what the optimizer holds after each step, through the trait object hooks receive.
+struct SeeOptimizer {
+    momentum_buffers: Vec<usize>,
+}
+
+impl Hook<LmObjective> for SeeOptimizer {
+    fn after_step(&mut self, _: &StepRecord, _: &mut LmObjective, optimizer: &mut dyn Optimizer<f32>) -> Result<()> {
+        let n = optimizer.state().per_param.values().filter(|s| s.buffers.contains_key("momentum")).count();
+        self.momentum_buffers.push(n);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_trainer_runs_sgd_with_momentum_and_hooks_see_it() {
+    let mut cfg = lm_config(30, 0, 32);
+    cfg.train.optimizer = SgdConfig { lr: 0.3, momentum: 0.9, ..SgdConfig::default() }.into();
+    cfg.train.schedule = Schedule::Constant;
+    let json = serde_json::to_value(&cfg.train.optimizer).unwrap();
+    assert_eq!(json["kind"], "sgd", "{json}");
+    let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+    let before = t.objective.evaluate().unwrap()["val_loss"];
+    let trainable = t.objective.params().iter().iter().filter(|(_, v)| v.is_trainable()).count();
+    let mut t2 = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+    t.add_hook(Box::new(SeeOptimizer { momentum_buffers: Vec::new() }));
+    let report = t.run().unwrap();
+    assert!(report.final_eval["val_loss"] < before - 0.1, "{before} -> {:?}", report.final_eval);
+    let state = t.optimizer.state();
+    assert_eq!(state.per_param.len(), trainable);
+    assert!(state.per_param.values().all(|s| s.buffers.contains_key("momentum") && !s.buffers.contains_key("m")));
+    // The same config trains the same way a second time (the optimizer is built from the config).
+    t2.run().unwrap();
+    assert_eq!(t.objective.model.params.snapshot(), t2.objective.model.params.snapshot());
+}
+
+#[test]
+fn an_unknown_optimizer_field_or_kind_is_an_error_naming_it() {
+    let mut json = serde_json::to_value(lm_config(5, 0, 32)).unwrap();
+    json["train"]["optimizer"]["betaa"] = serde_json::json!(0.5);
+    let e = serde_json::from_value::<LmConfig>(json).unwrap_err().to_string();
+    assert!(e.contains("betaa"), "{e}");
+    let mut json = serde_json::to_value(lm_config(5, 0, 32)).unwrap();
+    json["train"]["optimizer"]["kind"] = serde_json::json!("lion");
+    let e = serde_json::from_value::<LmConfig>(json).unwrap_err().to_string();
+    assert!(e.contains("lion"), "{e}");
+}
+
+#[test]
+fn inserting_a_layer_in_the_middle_keeps_each_layers_own_adam_moments() {
+    let mut cfg = lm_config(4, 0, 32);
+    cfg.model.n_layers = 3;
+    let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+    t.run().unwrap();
+    let before = t.optimizer.state().clone();
+    let moments = |s: &tensor::OptimizerState<f32>, layer: usize| {
+        let name = format!("layers.{layer}.mlp.fc.weight");
+        s.get(&name).map(|p| (p.step, p.buffers["m"].clone(), p.buffers["v"].clone()))
+    };
+    // Copy layer 0 to index 1: old layers 1 and 2 move to 2 and 3.
+    let renames = t.objective.model.insert_layer_copy(0, 1).unwrap();
+    t.optimizer.state_mut().apply_renames(&renames).unwrap();
+    let after = t.optimizer.state();
+    assert_eq!(moments(after, 0), moments(&before, 0));
+    assert_eq!(moments(after, 1), None, "the new layer starts with fresh moments");
+    assert_eq!(moments(after, 2), moments(&before, 1));
+    assert_eq!(moments(after, 3), moments(&before, 2));
+    assert_eq!(after.per_param.len(), before.per_param.len());
+    // Training continues with every parameter's own state; the new layer's count starts at 1.
+    t.config.steps = 5;
+    t.run().unwrap();
+    assert_eq!(t.optimizer.state().get("layers.1.mlp.fc.weight").unwrap().step, 1);
+    assert_eq!(t.optimizer.state().get("layers.2.mlp.fc.weight").unwrap().step, 5);
+    // Copying moments instead is an explicit choice.
+    let mut s = before.clone();
+    s.apply_renames(&renames).unwrap();
+    s.copy_prefix("layers.0", "layers.1").unwrap();
+    assert_eq!(moments(&s, 1), moments(&before, 0));
+    assert!(s.copy_prefix("layers.0", "layers.1").is_err(), "state is never silently overwritten");
+}
+
+#[test]
+fn a_deep_copy_trains_independently_of_its_original() {
+    let cfg = lm_config(3, 0, 32);
+    let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+    let original = t.objective.model.deep_copy();
+    let shared = t.objective.model.clone();
+    assert!(!original.params.same_store(&t.objective.model.params));
+    assert!(shared.params.same_store(&t.objective.model.params));
+    let values = original.params.snapshot();
+    t.run().unwrap();
+    assert_eq!(original.params.snapshot(), values, "training the trainer's model left the copy alone");
+    assert_ne!(shared.params.snapshot(), values, "a clone is another handle on the same weights");
+    let trainable =
+        |p: &tensor::Params<f32>| p.iter().iter().map(|(n, v)| (n.clone(), v.is_trainable())).collect::<Vec<_>>();
+    assert_eq!(trainable(&original.params), trainable(&t.objective.model.params));
+    let ids: Vec<usize> = (0..32).map(|i| i % 7).collect();
+    assert!(original.forward(&ids, 1, 32).is_ok());
 }

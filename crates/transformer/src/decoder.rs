@@ -253,6 +253,12 @@ impl<F: Float> Decoder<F> {
         Decoder { config: c.clone(), params, tok_emb, pos_emb, layers, ln_f, head, rope, seed }
     }
 
+    /// An independent model with the same config and weights (its own [`Params`] store, see
+    /// [`Params::deep_copy`]); `clone` instead gives a second handle on the same weights.
+    pub fn deep_copy(&self) -> Self {
+        Self::build(&self.config, self.params.deep_copy(), self.seed)
+    }
+
     pub fn n_layers(&self) -> usize {
         self.layers.len()
     }

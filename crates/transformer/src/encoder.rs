@@ -197,6 +197,13 @@ impl<F: Float> Encoder<F> {
         Ok(enc)
     }
 
+    /// An independent encoder with the same config and weights (its own parameter store), head weights
+    /// included: build a head over the copy (`ClassifierHead::new(&copy, ..)`) and it binds to the copied
+    /// head weights. `clone` instead gives a second handle on the same weights.
+    pub fn deep_copy(&self) -> Self {
+        Self::build(&self.config, self.params.deep_copy(), 0)
+    }
+
     pub fn n_layers(&self) -> usize {
         self.layers.len()
     }

@@ -13,6 +13,10 @@
 //!   [`Decoder::insert_layer_copy`] / [`Decoder::remove_layer`] grow or shrink a model in place (stacking).
 //! - [`flops`]: exact matrix-product FLOPs of a forward and a backward pass for the layers actually run,
 //!   checked in the tests against `strata_tensor::matmul_flops`, the counter inside the GEMM calls.
+//! - [`Decoder::deep_copy`] / [`Encoder::deep_copy`]: independent models (their own parameter store), for
+//!   growing or fine-tuning several candidates from one trained model; `clone` shares the weights.
+//!
+//! The lower crates are re-exported ([`tensor`], [`data`]) so that one dependency suffices.
 //!
 //! ```
 //! use strata_transformer::{Decoder, DecoderConfig};
@@ -35,9 +39,11 @@ pub use attention::Rope;
 pub use decoder::{Decoder, DecoderConfig, DecoderLayer, KvCache, Positions, Sampling};
 pub use encoder::{BertConfig, ClassifierHead, Encoder, EncoderLayer, MlmHead};
 pub use flops::FlopCount;
+pub use {data, tensor};
 
 /// Errors from configs, inputs and checkpoints.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("invalid config: {0}")]
     Config(String),

@@ -16,23 +16,33 @@ unsafe extern "C" {
     fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
 }
 
-/// One-time process setup before the first product:
-/// - OpenBLAS runs single-threaded: Strata parallelises GEMMs itself on rayon's pool, so BLAS worker threads
-///   never spin against rayon workers for the same two cores.
-/// - On glibc, arrays up to 32 MiB are served from the heap instead of fresh `mmap`s, so the activations of
-///   a training step reuse memory instead of page-faulting it in every step (PyTorch's caching allocator
-///   solves the same problem).
+/// One-time process setup before the first product. Both change the whole process, so a host program can opt
+/// out of each with an environment variable:
+/// - OpenBLAS runs single-threaded (`openblas_set_num_threads(1)`; skipped when `STRATA_KEEP_BLAS_THREADS` is
+///   set): Strata parallelises GEMMs itself on rayon's pool, so BLAS worker threads never spin against rayon
+///   workers for the same cores. This also changes BLAS calls the host makes itself.
+/// - On glibc, arrays up to 32 MiB are served from the heap instead of fresh `mmap`s and the heap is trimmed
+///   only above 1 GiB free (`mallopt`; skipped when `STRATA_KEEP_MALLOC` is set), so the activations of a
+///   training step reuse memory instead of page-faulting it in every step (PyTorch's caching allocator solves
+///   the same problem). The host's process keeps more freed memory as a result.
 pub(crate) fn runtime_setup() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: plain setters, called once before Strata's first BLAS call.
-        unsafe { openblas_set_num_threads(1) };
+        if std::env::var_os("STRATA_KEEP_BLAS_THREADS").is_none() {
+            // SAFETY: `openblas_set_num_threads` takes a plain int, has no preconditions and is thread-safe in
+            // OpenBLAS's pthread build (the one linked); it only changes how many threads later calls use.
+            unsafe { openblas_set_num_threads(1) };
+        }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        unsafe {
+        if std::env::var_os("STRATA_KEEP_MALLOC").is_none() {
             const M_TRIM_THRESHOLD: i32 = -1;
             const M_MMAP_THRESHOLD: i32 = -3;
-            mallopt(M_MMAP_THRESHOLD, 32 << 20);
-            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+            // SAFETY: `mallopt` takes two ints and only tunes glibc's allocator thresholds; it is documented as
+            // safe to call at any time, and invalid values are rejected with a 0 return (ignored: tuning only).
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, 1 << 30);
+            }
         }
     });
 }

@@ -14,9 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use strata_datamodels::analyze::{AnalyzeOptions, analyze};
-use strata_datamodels::runs::{BinaryTask, LogisticConfig, MlpConfig, train_logistic, train_mlp};
-use strata_datamodels::store::{Sampling, Store, StoreMeta, read_matrix};
+use datamodels::analyze::{AnalyzeOptions, analyze};
+use datamodels::runs::{BinaryTask, LogisticConfig, MlpConfig, train_logistic, train_mlp};
+use datamodels::store::{Sampling, Store, StoreMeta, read_matrix};
 
 #[derive(Parser)]
 #[command(name = "strata-datamodels", about = "Datamodels: many-model runs, merging, analysis")]

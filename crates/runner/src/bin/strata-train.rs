@@ -1,4 +1,4 @@
-//! `strata-train`: train a language model from a JSON config (see `strata_train::lm::LmConfig`).
+//! `strata-train`: train a language model from a JSON config (see `train::lm::LmConfig`).
 //!
 //! ```text
 //! strata-train --config lm.json --out runs/lm [--data DIR] [--resume] [--progress]
@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use strata_train::Trainer;
-use strata_train::lm::{LmConfig, LmObjective};
+use train::Trainer;
+use train::lm::{LmConfig, LmObjective};
 
 #[derive(Parser)]
 #[command(name = "strata-train", about = "Train a Strata language model from a JSON config")]

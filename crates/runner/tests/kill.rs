@@ -1,0 +1,143 @@
+//! The binaries under a real SIGKILL: a killed `strata-train` run and a killed `strata-datamodels` worker each
+//! resume to exactly the files an uninterrupted run writes.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tensor::Schedule;
+use tensor::optim::AdamConfig;
+use train::TrainConfig;
+use train::lm::{Corpus, LmConfig};
+use transformer::{DecoderConfig, Positions};
+
+fn lm_config(steps: u64, checkpoint_interval: u64, d_model: usize) -> LmConfig {
+    LmConfig {
+        model: DecoderConfig {
+            vocab_size: 0,
+            context: 32,
+            d_model,
+            n_layers: 2,
+            n_heads: 4,
+            positions: Positions::Rotary,
+            dropout: 0.1,
+            ..DecoderConfig::default()
+        },
+        model_seed: 1,
+        corpus: Corpus::Synthetic { tokens: 20_000, vocab: 24, seed: 3 },
+        batch: 8,
+        sampling: data::batch::WindowSampling::Shuffled,
+        data_seed: 2,
+        eval_batches: 4,
+        train: TrainConfig {
+            steps,
+            optimizer: AdamConfig { decay_matrices_only: true, ..AdamConfig::adamw(3e-3, 0.1) }.into(),
+            schedule: Schedule::WarmupCosine { warmup: 5, total: steps, min_factor: 0.1 },
+            grad_clip: Some(1.0),
+            eval_interval: 10,
+            checkpoint_interval,
+            log_interval: 1,
+            seed: 5,
+            progress: false,
+        },
+    }
+}
+
+fn read_metric_losses(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn files(dir: &Path) -> Vec<Vec<u8>> {
+    ["masks.npy", "margins.npy", "done.npy"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
+}
+
+/// Kills a real `strata-train` process mid-run, resumes it, and compares the final weights byte for byte.
+#[test]
+fn resume_after_a_real_kill_gives_the_same_final_weights() {
+    let bin = env!("CARGO_BIN_EXE_strata-train");
+    let work = tempfile::tempdir().unwrap();
+    let cfg = lm_config(300, 20, 64);
+    let cfg_path = work.path().join("lm.json");
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let run = |out: &Path, resume: bool| {
+        let mut c = Command::new(bin);
+        c.arg("--config").arg(&cfg_path).arg("--out").arg(out);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let clean = work.path().join("clean");
+    assert!(run(&clean, false).status().unwrap().success());
+
+    let killed = work.path().join("killed");
+    let mut child = run(&killed, false).spawn().unwrap();
+    let latest = killed.join("checkpoints").join("latest");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !latest.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!killed.join("model.safetensors").exists(), "the run finished before the kill");
+    let at = std::fs::read_to_string(&latest).unwrap();
+    assert_ne!(at.trim(), "step-00000300", "killed after the last checkpoint");
+
+    let out = run(&killed, true).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resumed at step"));
+    let a = std::fs::read(clean.join("model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("model.safetensors")).unwrap();
+    assert!(a == b, "final weights differ after kill + resume");
+    assert_eq!(read_metric_losses(&clean), read_metric_losses(&killed), "logged losses differ");
+}
+
+/// A real worker process killed with SIGKILL mid-run, then restarted, ends with the same files as a clean run.
+#[test]
+fn killed_worker_process_resumes_to_identical_files() {
+    let Some(data) = std::env::var_os("STRATA_DATA") else {
+        eprintln!("SKIPPED killed_worker_process_resumes_to_identical_files: STRATA_DATA is not set");
+        return;
+    };
+    assert!(Path::new(&data).join("mnist").is_dir(), "STRATA_DATA is set but has no mnist/ folder");
+    let bin = env!("CARGO_BIN_EXE_strata-datamodels");
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |store: &Path| {
+        let mut c = Command::new(bin);
+        c.args(["run", "--models", "400", "--pool", "30", "--outputs", "3", "--seed", "4", "--store"])
+            .arg(store)
+            .arg("--data")
+            .arg(&data)
+            .env("RAYON_NUM_THREADS", "2");
+        c
+    };
+    let clean = tmp.path().join("clean");
+    assert!(args(&clean).status().unwrap().success());
+    let killed = tmp.path().join("killed");
+    let mut child = args(&killed).spawn().unwrap();
+    // Kill once some rows are done (or the worker finished first: then the resume has nothing to do).
+    let started = std::time::Instant::now();
+    loop {
+        let done =
+            std::fs::read(killed.join("done.npy")).map(|b| b.iter().rev().take(400).filter(|&&x| x == 1).count());
+        if done.is_ok_and(|d| d >= 40) || started.elapsed().as_secs() > 60 {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    assert!(args(&killed).status().unwrap().success());
+    assert_eq!(files(&killed), files(&clean));
+}
