@@ -5,6 +5,11 @@
 //! measurements** (`holds` is computed by a predicate, never written by hand), and PNG figures. It is written
 //! to `<out>/<experiment>/report.json` and `report.md`.
 //!
+//! - [`figure`]: line/scatter charts and image grids as PNG (plotters, with a bundled font, so figures render
+//!   anywhere).
+//! - [`stats`]: rank correlations, bootstrap intervals and calibration error, with errors where the data cannot
+//!   give a number.
+//!
 //! ```
 //! use strata_report::{figure::{line_chart, Chart, Series}, Report, RunCtx, Scale};
 //!

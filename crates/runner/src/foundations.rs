@@ -1,16 +1,17 @@
 //! `tensor/foundations`: evidence that the tensor crate is sound, as a report anyone can regenerate.
-//! Gradient checks of every op family (f64 central differences on seeded random inputs), two small nets
+//! Gradient checks of every op family (`strata_tensor::gradcheck::cases`, the list the tensor tests run: f64
+//! central differences on seeded random shapes and inputs), two small nets
 //! that must learn, and the same training run under 1 and 2 threads giving identical numbers.
 
 use anyhow::Result;
 use report::figure::{Chart, Series, line_chart};
 use report::{Report, RunCtx};
 use serde::Serialize;
-use tensor::gradcheck::check;
+use tensor::gradcheck::{TOLERANCE, cases, check_case};
 use tensor::ndarray::{ArrayD, IxDyn};
 use tensor::nn::{Activation, Conv2d, Linear, Mlp, Module};
 use tensor::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
-use tensor::{Conv2dSpec, GeluApprox, Params, Rng, Tensor, argmax_rows, normal, seeded, uniform};
+use tensor::{Conv2dSpec, Params, Rng, Tensor, argmax_rows, normal, seeded, uniform};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -28,111 +29,6 @@ impl Config {
     pub fn full() -> Self {
         Config { gradcheck_draws: 20, xor_steps: 1000, conv_samples: 256, conv_steps: 150 }
     }
-}
-
-type OpCase = (&'static str, fn(&mut Rng) -> (Vec<ArrayD<f64>>, Box<dyn Fn(&[Tensor<f64>]) -> Tensor<f64>>));
-
-fn n(shape: &[usize], rng: &mut Rng) -> ArrayD<f64> {
-    normal(shape, 0.0, 1.0, rng)
-}
-
-fn op_cases() -> Vec<OpCase> {
-    vec![
-        ("add (broadcast)", |r| (vec![n(&[3, 4], r), n(&[4], r)], Box::new(|t| &t[0] + &t[1]))),
-        ("mul (broadcast)", |r| (vec![n(&[2, 3, 4], r), n(&[3, 1], r)], Box::new(|t| &t[0] * &t[1]))),
-        ("div", |r| (vec![n(&[3, 4], r), uniform(&[3, 4], 0.5, 2.0, r)], Box::new(|t| &t[0] / &t[1]))),
-        ("exp/ln/sqrt/pow", |r| {
-            (vec![uniform(&[5], 0.3, 2.0, r)], Box::new(|t| t[0].exp() + t[0].ln() + t[0].sqrt() + t[0].powf(1.5)))
-        }),
-        ("tanh/sigmoid/softplus", |r| (vec![n(&[6], r)], Box::new(|t| t[0].tanh() * t[0].sigmoid() + t[0].softplus()))),
-        ("gelu erf/tanh", |r| {
-            (vec![n(&[6], r)], Box::new(|t| t[0].gelu(GeluApprox::Erf) + t[0].gelu(GeluApprox::Tanh)))
-        }),
-        ("relu/abs/clamp", |r| {
-            (vec![uniform(&[6], 0.1, 2.0, r)], Box::new(|t| t[0].relu() + t[0].neg().abs() + t[0].clamp(0.0, 1.5)))
-        }),
-        ("sum/mean (axes, keepdim)", |r| {
-            (vec![n(&[2, 3, 4], r)], Box::new(|t| t[0].sum(&[0, 2], true) + t[0].mean(&[1], true).sum(&[0, 2], true)))
-        }),
-        ("max/logsumexp", |r| (vec![n(&[3, 5], r)], Box::new(|t| &t[0].max(1, false) + &t[0].logsumexp(1, false)))),
-        ("reshape/permute/narrow", |r| {
-            (vec![n(&[2, 3, 4], r)], Box::new(|t| t[0].permute(&[2, 0, 1]).reshape(&[4, 6]).narrow(1, 1, 4)))
-        }),
-        ("concat/stack", |r| {
-            (
-                vec![n(&[2, 3], r), n(&[2, 3], r)],
-                Box::new(|t| {
-                    Tensor::stack(
-                        &[&Tensor::concat(&[&t[0], &t[1]], 1), &t[0].sum(&[1], true).broadcast_to(&[2, 6])],
-                        0,
-                    )
-                }),
-            )
-        }),
-        ("index_select/gather", |r| {
-            (
-                vec![n(&[5, 3], r)],
-                Box::new(|t| {
-                    let idx = ArrayD::from_shape_vec(IxDyn(&[3, 3]), vec![0, 2, 2, 1, 1, 2, 0, 0, 1]).expect("shape");
-                    t[0].index_select(0, &[4, 0, 4]).gather(0, &idx)
-                }),
-            )
-        }),
-        ("matmul 2-D", |r| (vec![n(&[3, 4], r), n(&[4, 5], r)], Box::new(|t| t[0].matmul(&t[1])))),
-        ("matmul batched (broadcast)", |r| {
-            (vec![n(&[2, 3, 4], r), n(&[1, 4, 2], r)], Box::new(|t| t[0].matmul(&t[1])))
-        }),
-        ("linear", |r| {
-            (vec![n(&[2, 3, 4], r), n(&[5, 4], r), n(&[5], r)], Box::new(|t| t[0].linear(&t[1], Some(&t[2]))))
-        }),
-        ("softmax/log_softmax", |r| (vec![n(&[3, 5], r)], Box::new(|t| &t[0].softmax(1) + &t[0].log_softmax(0)))),
-        ("layer_norm", |r| {
-            (vec![n(&[3, 6], r), n(&[6], r), n(&[6], r)], Box::new(|t| t[0].layer_norm(&t[1], &t[2], 1e-5)))
-        }),
-        ("where/masked_fill", |r| {
-            (
-                vec![n(&[3, 4], r), n(&[3, 4], r)],
-                Box::new(|t| {
-                    let m = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] + i[1]) % 2 == 0);
-                    let first_col = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| i[1] == 0);
-                    Tensor::where_cond(&m, &t[0], &t[1]).masked_fill(&first_col, 2.0)
-                }),
-            )
-        }),
-        ("dropout (seeded)", |r| (vec![n(&[4, 5], r)], Box::new(|t| t[0].dropout(0.25, &mut seeded(7))))),
-        ("conv2d (stride 2, pad 1)", |r| {
-            (
-                vec![n(&[2, 2, 5, 5], r), n(&[3, 2, 3, 3], r), n(&[3], r)],
-                Box::new(|t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dSpec { stride: 2, padding: 1 })),
-            )
-        }),
-        ("max/avg pool", |r| {
-            (vec![n(&[1, 2, 4, 6], r)], Box::new(|t| t[0].max_pool2d(2, 2).sum_all() + t[0].avg_pool2d(3, 1).sum_all()))
-        }),
-        ("upsample nearest/bilinear", |r| {
-            (
-                vec![n(&[1, 1, 3, 4], r)],
-                Box::new(|t| {
-                    t[0].upsample_nearest2d(2).sum_all()
-                        + (t[0].upsample_bilinear2d(7, 5) * t[0].upsample_bilinear2d(7, 5)).sum_all()
-                }),
-            )
-        }),
-        ("cross_entropy (labels, soft, distill)", |r| {
-            (
-                vec![n(&[4, 3], r), n(&[4, 3], r)],
-                Box::new(|t| {
-                    // The teacher is a constant: distillation detaches it by design.
-                    let teacher =
-                        Tensor::new(ArrayD::from_shape_fn(IxDyn(&[4, 3]), |i| (i[0] as f64 - i[1] as f64) * 0.7));
-                    t[0].cross_entropy(&[0, 2, 1, 2])
-                        + t[0].cross_entropy_soft(&t[1].softmax(-1))
-                        + t[0].distillation_loss(&teacher, 2.0)
-                }),
-            )
-        }),
-        ("mse", |r| (vec![n(&[3, 4], r), n(&[3, 4], r)], Box::new(|t| t[0].mse(&t[1])))),
-    ]
 }
 
 fn xor_run(steps: usize, seed: u64) -> (Vec<(f64, f64)>, f64) {
@@ -204,15 +100,14 @@ pub fn run(ctx: &RunCtx) -> Result<Report> {
     let mut rng = seeded(ctx.seed);
     let mut worst = 0.0f64;
     let mut per_op = serde_json::Map::new();
-    let cases = op_cases();
+    let cases = cases();
     let bar = ctx.progress(cases.len() as u64, "gradient checks");
-    for (name, make) in &cases {
+    for case in &cases {
         let mut op_worst = 0.0f64;
         for _ in 0..cfg.gradcheck_draws {
-            let (inputs, f) = make(&mut rng);
-            op_worst = op_worst.max(check(&inputs, 1e-6, f).max_error);
+            op_worst = op_worst.max(check_case(case, &mut rng).max_error);
         }
-        per_op.insert(name.to_string(), op_worst.into());
+        per_op.insert(case.name.to_string(), op_worst.into());
         worst = worst.max(op_worst);
         bar.inc(1);
     }
@@ -224,7 +119,7 @@ pub fn run(ctx: &RunCtx) -> Result<Report> {
         "analytic gradients of every op family match f64 central differences",
         "max relative error < 1e-6",
         worst,
-        |e| e < 1e-6,
+        |e| e < TOLERANCE,
     );
 
     let (xor_curve, xor_acc) = xor_run(cfg.xor_steps, ctx.seed);

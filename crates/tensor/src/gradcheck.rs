@@ -1,8 +1,11 @@
-//! Finite-difference gradient checks in f64, for this crate's ops and for any model built on it.
+//! Finite-difference gradient checks in f64, for this crate's ops and for any model built on it, and
+//! [`cases`]: the one list of op families that the crate's property tests and the `tensor/foundations`
+//! reproduction both check.
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Dimension};
+use rand::RngExt;
 
-use crate::{Tensor, no_grad};
+use crate::{Conv2dSpec, GeluApprox, Rng, Tensor, no_grad, normal, uniform};
 
 /// The worst disagreement between analytic and numerical gradients.
 #[derive(Debug, Clone, Copy)]
@@ -99,4 +102,299 @@ pub fn check_params(
         }
     }
     (worst, worst_name)
+}
+
+/// Inputs for a gradient check and the function of them to check.
+pub type CaseDraw = (Vec<ArrayD<f64>>, Box<dyn Fn(&[Tensor<f64>]) -> Tensor<f64>>);
+
+/// One family of differentiable ops: draws random shapes and values (inside the op's smooth domain: away from
+/// kinks, poles and ties) from a seeded stream, so a property test and a report can run the same cases.
+#[derive(Debug, Clone, Copy)]
+pub struct OpCase {
+    pub name: &'static str,
+    pub draw: fn(&mut Rng) -> CaseDraw,
+}
+
+/// Relative error under which an f64 central-difference check (step 1e-6) passes.
+pub const TOLERANCE: f64 = 1e-6;
+
+/// Runs `case` on one draw from `rng`.
+pub fn check_case(case: &OpCase, rng: &mut Rng) -> GradCheck {
+    let (inputs, f) = (case.draw)(rng);
+    check(&inputs, 1e-6, f)
+}
+
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.random_range(0..n)
+}
+
+/// A shape of rank `1..=max_rank` with dims `1..=max_dim`.
+fn dims(rng: &mut Rng, max_rank: usize, max_dim: usize) -> Vec<usize> {
+    (0..1 + below(rng, max_rank)).map(|_| 1 + below(rng, max_dim)).collect()
+}
+
+fn n(shape: &[usize], rng: &mut Rng) -> ArrayD<f64> {
+    normal(shape, 0.0, 1.0, rng)
+}
+
+/// Magnitudes in `[lo, hi]` with random signs.
+fn away_from_zero(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> ArrayD<f64> {
+    let mut a: ArrayD<f64> = uniform(shape, lo, hi, rng);
+    a.iter_mut().for_each(|x| {
+        if rng.random::<bool>() {
+            *x = -*x
+        }
+    });
+    a
+}
+
+/// `len` distinct values in `[-2, 2)` in random order, at least `4 / len` apart (far beyond the difference step).
+fn distinct(len: usize, rng: &mut Rng) -> Vec<f64> {
+    crate::permutation(len, rng).into_iter().map(|i| i as f64 * 4.0 / len as f64 - 2.0).collect()
+}
+
+/// Two shapes that broadcast: one drops some leading axes of the other and sets some others to 1.
+fn broadcast_pair(rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+    let a: Vec<usize> = (0..1 + below(rng, 3)).map(|_| 1 + below(rng, 3)).collect();
+    let drop = below(rng, a.len());
+    let b: Vec<usize> = a[drop..].iter().map(|&d| if rng.random::<bool>() { 1 } else { d }).collect();
+    if rng.random::<bool>() { (b, a) } else { (a, b) }
+}
+
+fn case(name: &'static str, draw: fn(&mut Rng) -> CaseDraw) -> OpCase {
+    OpCase { name, draw }
+}
+
+/// Every differentiable op family of this crate, as gradient-check cases: the list the crate's tests run
+/// under proptest and the `tensor/foundations` reproduction reports.
+pub fn cases() -> Vec<OpCase> {
+    vec![
+        case("add/sub (broadcast)", |r| {
+            let (sa, sb) = broadcast_pair(r);
+            (vec![n(&sa, r), n(&sb, r)], Box::new(|t| &(&t[0] + &t[1]) - &t[1].mul_scalar(0.3)))
+        }),
+        case("mul/div (broadcast)", |r| {
+            let (sa, sb) = broadcast_pair(r);
+            (vec![n(&sa, r), away_from_zero(&sb, 0.5, 2.0, r)], Box::new(|t| &(&t[0] * &t[1]) + &(&t[0] / &t[1])))
+        }),
+        case("maximum (broadcast)", |r| {
+            let (sa, sb) = broadcast_pair(r);
+            let a = n(&sa, r);
+            // Shift b so no pair ties (a tie has no derivative).
+            let b = n(&sb, r).mapv(|x| if x.fract().abs() < 0.5 { x + 0.013 } else { x - 0.017 });
+            (vec![a, b], Box::new(|t| t[0].maximum(&t[1])))
+        }),
+        case("same tensor used twice", |r| {
+            let s = dims(r, 3, 4);
+            (vec![n(&s, r)], Box::new(|t| &(&t[0] * &t[0]) + &((&t[0] + &t[0].tanh()) * &t[0].sigmoid())))
+        }),
+        case("exp/tanh/sigmoid/softplus/square/neg/scalars", |r| {
+            let s = dims(r, 3, 4);
+            (
+                vec![uniform(&s, -3.0, 3.0, r)],
+                Box::new(|t| {
+                    let x = &t[0];
+                    x.exp().mul_scalar(0.1) + x.tanh() * x.sigmoid() + x.softplus() + x.square()
+                        - x.neg().add_scalar(0.7)
+                        + (x * 2.0 + 1.0) / 3.0
+                }),
+            )
+        }),
+        case("gelu erf/tanh", |r| {
+            let s = dims(r, 3, 4);
+            (vec![uniform(&s, -3.0, 3.0, r)], Box::new(|t| t[0].gelu(GeluApprox::Erf) + t[0].gelu(GeluApprox::Tanh)))
+        }),
+        case("ln/sqrt/powf", |r| {
+            let s = dims(r, 3, 4);
+            (vec![uniform(&s, 0.2, 3.0, r)], Box::new(|t| t[0].ln() + t[0].sqrt() + t[0].powf(1.7) + t[0].powf(-0.5)))
+        }),
+        case("abs/relu/clamp", |r| {
+            let s = dims(r, 3, 4);
+            // Clamp bounds away from the magnitudes' grid, values away from the kink at 0.
+            (vec![away_from_zero(&s, 0.05, 2.0, r)], Box::new(|t| t[0].abs() + t[0].relu() + t[0].clamp(-1.013, 1.017)))
+        }),
+        case("where/masked_fill", |r| {
+            let s = dims(r, 3, 4);
+            let offset = below(r, 3);
+            let (a, b) = (n(&s, r), n(&s, r));
+            (
+                vec![a, b],
+                Box::new(move |t| {
+                    let mask =
+                        ArrayD::from_shape_fn(t[0].shape(), |ix| (ix.slice().iter().sum::<usize>() + offset) % 3 == 0);
+                    let other = mask.mapv(|m| !m);
+                    Tensor::where_cond(&mask, &t[0], &t[1]).masked_fill(&other, -3.0) + t[1].masked_fill(&mask, 0.5)
+                }),
+            )
+        }),
+        case("sum/mean/max/logsumexp (axes, keepdim)", |r| {
+            let s = dims(r, 4, 4);
+            let nd = s.len() as isize;
+            let (ax, ax2, keep) = (below(r, s.len()) as isize, below(r, s.len()) as isize, r.random::<bool>());
+            // Distinct values so that max has a unique argmax.
+            let a = ArrayD::from_shape_vec(ndarray::IxDyn(&s), distinct(s.iter().product(), r)).expect("shape");
+            (
+                vec![a],
+                Box::new(move |t| {
+                    let x = &t[0];
+                    x.sum(&[ax, ax2], keep).sum_all()
+                        + x.mean(&[ax - nd], keep).sum_all()
+                        + x.logsumexp(ax, keep).sum_all()
+                        + x.max(ax, keep).sum_all()
+                        + x.mean_all()
+                }),
+            )
+        }),
+        case("reshape/permute/t/narrow/broadcast_to", |r| {
+            let s = dims(r, 4, 4);
+            let nd = s.len();
+            let mut perm: Vec<usize> = (0..nd).collect();
+            perm.rotate_left(below(r, nd));
+            let ax = below(r, nd);
+            let start = below(r, s[ax]);
+            let len = s[ax] - start;
+            let mut big = vec![2];
+            big.extend(&s);
+            (
+                vec![n(&s, r)],
+                Box::new(move |t| {
+                    let x = &t[0];
+                    let flat = x.permute(&perm).reshape(&[usize::MAX]).exp().sum_all();
+                    let tr = if nd >= 2 { x.t().square().sum_all() } else { x.unsqueeze(0).sum_all() };
+                    flat + tr + x.narrow(ax as isize, start, len).tanh().sum_all() + x.broadcast_to(&big).sum_all()
+                }),
+            )
+        }),
+        case("concat/stack/index_select/gather", |r| {
+            let s = dims(r, 3, 4);
+            let ax = below(r, s.len());
+            let len = s[ax];
+            let idx: Vec<usize> = (0..5).map(|_| below(r, len)).collect();
+            let gidx = ArrayD::from_shape_fn(ndarray::IxDyn(&s), |_| 0usize).mapv(|_: usize| below(r, len));
+            let a = n(&s, r);
+            (
+                vec![a.clone(), a.mapv(|x| 2.0 * x - 0.3)],
+                Box::new(move |t| {
+                    let axi = ax as isize;
+                    Tensor::concat(&[&t[0], &t[1], &t[0]], axi).square().sum_all()
+                        + Tensor::stack(&[&t[0], &t[1]], ax).tanh().sum_all()
+                        + t[0].index_select(axi, &idx).exp().sum_all()
+                        + t[1].gather(axi, &gidx).square().sum_all()
+                }),
+            )
+        }),
+        case("matmul 2-D", |r| {
+            let (m, k, nn) = (1 + below(r, 4), 1 + below(r, 4), 1 + below(r, 4));
+            (vec![n(&[m, k], r), n(&[k, nn], r)], Box::new(|t| t[0].matmul(&t[1])))
+        }),
+        case("matmul batched (broadcast, 2-D left)", |r| {
+            let batch: Vec<usize> = (0..1 + below(r, 2)).map(|_| 1 + below(r, 3)).collect();
+            let (m, k, nn) = (1 + below(r, 3), 1 + below(r, 3), 1 + below(r, 3));
+            let mut sa = batch.clone();
+            sa.extend([m, k]);
+            let mut sb: Vec<usize> = match below(r, 4) {
+                0 => batch.clone(),
+                1 => batch.iter().map(|_| 1).collect(),
+                2 => vec![],
+                _ => batch[1..].to_vec(),
+            };
+            sb.extend([k, nn]);
+            (
+                vec![n(&sa, r), n(&sb, r), n(&[nn, m], r)],
+                Box::new(|t| {
+                    let ab = t[0].matmul(&t[1]);
+                    &ab.sum_all() + &t[2].matmul(&t[0]).square().sum_all()
+                }),
+            )
+        }),
+        case("linear (with and without bias)", |r| {
+            let mut sx: Vec<usize> = (0..1 + below(r, 2)).map(|_| 1 + below(r, 3)).collect();
+            let (i, o) = (1 + below(r, 4), 1 + below(r, 4));
+            sx.push(i);
+            (
+                vec![n(&sx, r), n(&[o, i], r), n(&[o], r)],
+                Box::new(|t| t[0].linear(&t[1], Some(&t[2])) + t[0].linear(&t[1], None).tanh()),
+            )
+        }),
+        case("softmax/log_softmax", |r| {
+            let s = dims(r, 3, 5);
+            let ax = below(r, s.len()) as isize;
+            (vec![uniform(&s, -3.0, 3.0, r)], Box::new(move |t| t[0].softmax(ax) + t[0].log_softmax(ax - 1)))
+        }),
+        case("scaled_masked_softmax", |r| {
+            let s = dims(r, 4, 5);
+            let scale = uniform::<f64>(&[1], 0.1, 2.0, r)[[0]];
+            let offset = below(r, 3);
+            // A mask broadcast over the leading axis; some rows may be fully masked.
+            let mut ms = s.clone();
+            ms[0] = 1;
+            let mask =
+                ArrayD::from_shape_fn(ndarray::IxDyn(&ms), |ix| (ix.slice().iter().sum::<usize>() + offset) % 3 == 0);
+            (
+                vec![uniform(&s, -3.0, 3.0, r)],
+                Box::new(move |t| {
+                    t[0].scaled_masked_softmax(scale, Some(&mask)) + t[0].scaled_masked_softmax(scale, None)
+                }),
+            )
+        }),
+        case("layer_norm", |r| {
+            let mut sx: Vec<usize> = (0..below(r, 3)).map(|_| 1 + below(r, 3)).collect();
+            let d = 2 + below(r, 5);
+            sx.push(d);
+            (
+                vec![normal(&sx, 0.3, 1.5, r), normal(&[d], 1.0, 0.5, r), normal(&[d], 0.0, 0.5, r)],
+                Box::new(|t| t[0].layer_norm(&t[1], &t[2], 1e-5)),
+            )
+        }),
+        case("dropout (seeded)", |r| {
+            let s = dims(r, 3, 5);
+            let seed = r.random::<u64>();
+            (vec![n(&s, r)], Box::new(move |t| t[0].dropout(0.3, &mut crate::seeded(seed))))
+        }),
+        case("conv2d (stride, padding, bias)", |r| {
+            let (b, c, o) = (1 + below(r, 2), 1 + below(r, 2), 1 + below(r, 2));
+            let (h, w, k) = (3 + below(r, 3), 3 + below(r, 3), 1 + below(r, 3));
+            let spec = Conv2dSpec { stride: 1 + below(r, 2), padding: below(r, 2) };
+            (
+                vec![n(&[b, c, h, w], r), n(&[o, c, k, k], r), n(&[o], r)],
+                Box::new(move |t| t[0].conv2d(&t[1], Some(&t[2]), spec) + t[0].conv2d(&t[1], None, spec).tanh()),
+            )
+        }),
+        case("max/avg pool, nearest/bilinear upsampling", |r| {
+            let (b, c, h, w) = (1 + below(r, 2), 1 + below(r, 2), 2 + below(r, 5), 2 + below(r, 5));
+            let k = (1 + below(r, 2)).min(h).min(w);
+            let stride = 1 + below(r, 2);
+            let (f, oh, ow) = (1 + below(r, 3), 1 + below(r, 8), 1 + below(r, 8));
+            // Distinct values so that max pooling has a unique argmax.
+            let x = ArrayD::from_shape_vec(ndarray::IxDyn(&[b, c, h, w]), distinct(b * c * h * w, r)).expect("shape");
+            (
+                vec![x],
+                Box::new(move |t| {
+                    let x = &t[0];
+                    x.max_pool2d(k, stride).square().sum_all()
+                        + x.avg_pool2d(k, stride).square().sum_all()
+                        + x.upsample_nearest2d(f).tanh().sum_all()
+                        + x.upsample_bilinear2d(oh, ow).square().sum_all()
+                }),
+            )
+        }),
+        case("cross_entropy (labels, ignore, soft), distillation, mse", |r| {
+            let (rows, classes) = (1 + below(r, 5), 2 + below(r, 4));
+            let labels: Vec<usize> = (0..rows).map(|_| below(r, classes)).collect();
+            let tau = uniform::<f64>(&[1], 0.5, 4.0, r)[[0]];
+            let teacher = Tensor::new(normal(&[rows, classes], 0.0, 2.0, r));
+            (
+                vec![normal(&[rows, classes], 0.0, 2.0, r), normal(&[rows, classes], 0.0, 2.0, r)],
+                Box::new(move |t| {
+                    let ignore = labels[0];
+                    // The teacher is a constant: distillation detaches it by design.
+                    t[0].cross_entropy(&labels)
+                        + t[0].cross_entropy_with_ignore(&labels, Some(ignore))
+                        + t[0].cross_entropy_soft(&t[1].softmax(-1))
+                        + t[0].distillation_loss(&teacher, tau)
+                        + t[0].mse(&t[1])
+                }),
+            )
+        }),
+    ]
 }

@@ -23,6 +23,16 @@
 //!   ops run on rayon. Parallel work never splits a floating-point reduction in a thread-count-dependent
 //!   way, so results do not depend on the number of threads.
 //!
+//! ## Modules
+//! - [`nn`]: layers with named parameters (linear, embedding, layer norm, MLP, attention, transformer block,
+//!   conv2d) behind [`nn::Module`].
+//! - [`optim`]: SGD, Adam and AdamW with per-parameter state keyed by name ([`OptimizerState`]: rename, copy and
+//!   reset it when a model changes shape), [`OptimizerConfig`] to build one from a config, LR [`Schedule`]s.
+//! - [`linalg`]: f64 linear algebra on `ndarray` (symmetric eigendecomposition, solves, pseudo-inverse, Cholesky)
+//!   with typed errors.
+//! - [`gradcheck`]: finite-difference gradient checks in f64, and the list of op cases every check runs over.
+//! - Checkpoints: [`read_safetensors`] / [`write_safetensors`] (atomic), and [`Params::save`] / [`Params::load`].
+//!
 //! ## Example
 //! ```
 //! use strata_tensor::{nn::{Linear, Module}, optim::{Adam, AdamConfig, Optimizer}, seeded, Params, Tensor};
