@@ -2,8 +2,10 @@
 //! build needs (OpenBLAS), then calls cargo: release builds for numerics.
 //!
 //! ```text
-//! cargo xtask reproduce --list | <id>|all [--quick] [--seed N] [--out DIR] [--data DIR]
-//! cargo xtask test [cargo test args]
+//! cargo xtask reproduce --list | <id>|all [--smoke|--quick] [--seed N] [--out DIR] [--data DIR] [--config F]
+//! cargo xtask test [cargo test args]            workspace tests; without args also downstream and smoke
+//! cargo xtask downstream                        README and lib.rs examples compiled as a user's crate
+//! cargo xtask smoke                             every reproduction at smoke scale, config round trip checked
 //! cargo xtask bench [criterion filter]          criterion benches, then a summary table
 //! cargo xtask bench-anchors                     the JAX/numpy anchor scripts, for ratios
 //! cargo xtask datamodels <run|merge|analyze> ... the datamodels CLI (`--help` for its options)
@@ -21,10 +23,11 @@ fn main() -> ExitCode {
         Some("bench-anchors") => anchors(),
         Some("datamodels") => ensure_openblas().and_then(|_| datamodels(&args[1..])),
         Some("downstream") => ensure_openblas().and_then(|_| downstream()),
+        Some("smoke") => ensure_openblas().and_then(|_| smoke()),
         Some("setup") => ensure_openblas(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <reproduce|test|downstream|bench|bench-anchors|datamodels|setup> [args]\n\n{}",
+                "usage: cargo xtask <reproduce|test|downstream|smoke|bench|bench-anchors|datamodels|setup> [args]\n\n{}",
                 include_str!("usage.txt")
             );
             Err("no task given".into())
@@ -73,12 +76,28 @@ fn reproduce(args: &[String]) -> Result {
     run(c)
 }
 
-/// The workspace's tests, then the downstream crate's (with no extra arguments: a filter is for the workspace).
+/// The workspace's tests, then (with no extra arguments: a filter is for the workspace) the downstream crate's
+/// and every reproduction at its smoke scale.
 fn test(args: &[String]) -> Result {
     let mut c = cargo();
     c.args(["test", "--workspace"]).args(args);
     run(c)?;
-    if args.is_empty() { downstream() } else { Ok(()) }
+    if args.is_empty() {
+        downstream()?;
+        smoke()?;
+    }
+    Ok(())
+}
+
+/// Every reproduction end to end at its smoke scale (seconds each, with the test profile's build), each run a
+/// second time from its config printed as JSON to check that the metrics repeat. Reports go to
+/// `target/smoke/`.
+fn smoke() -> Result {
+    let mut c = cargo();
+    c.args(["run", "--quiet", "-p", "strata-runner", "--bin", "strata", "--", "reproduce", "all", "--smoke"])
+        .args(["--verify-config", "--out"])
+        .arg(root().join("target").join("smoke"));
+    run(c)
 }
 
 /// Builds `examples/downstream` (a crate outside the workspace that depends on Strata by path, as a user's

@@ -80,6 +80,7 @@ fn logistic_loss(logits: &Tensor<f32>, y: &Tensor<f32>) -> Tensor<f32> {
 
 /// Logistic-regression training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogisticConfig {
     pub steps: usize,
     pub lr: f64,

@@ -12,7 +12,9 @@
 //!   [`model::train`] runs Adam with clipping on fresh prompts and can keep the best weights on a held-out
 //!   validation set.
 //! - [`experiments`]: the reproductions `icl/looped-gd`, `icl/depth-vs-kappa`, `icl/robustness` and
-//!   `icl/monotonicity` (`cargo xtask reproduce icl/<id> [--quick]`).
+//!   `icl/monotonicity` (`cargo xtask reproduce icl/<id> [--smoke|--quick]`), one file each: a serde config,
+//!   rows measured, claims and figures computed from the rows.
+//! - [`LsaModel::test_mse`]: the test loss of a model on a batch of prompts, in its own float type.
 //! - [`theory`] (f64, independent of the models): the L-step preconditioned gradient-descent predictor (by
 //!   iteration and in closed form), Chebyshev step sizes on `[1, kappa]` and Newton-Schulz iteration with
 //!   their error rates.

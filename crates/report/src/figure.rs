@@ -103,11 +103,22 @@ pub fn tick(v: f64) -> String {
     }
 }
 
+impl Chart {
+    /// Whether a point can be drawn: finite, and positive on a log axis.
+    fn drawable(&self, &(x, y): &(f64, f64)) -> bool {
+        x.is_finite() && y.is_finite() && (!self.log_x || x > 0.0) && (!self.log_y || y > 0.0)
+    }
+
+    /// Whether any series has a point [`line_chart`] can draw.
+    pub fn has_drawable_points(&self) -> bool {
+        self.series.iter().any(|s| s.points.iter().any(|p| self.drawable(p)))
+    }
+}
+
 /// Draws `chart` as an 800x560 PNG. Non-finite points (and non-positive ones on a log axis) are skipped.
 pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
     ensure_font();
-    let keep =
-        |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!chart.log_x || x > 0.0) && (!chart.log_y || y > 0.0);
+    let keep = |p: &(f64, f64)| chart.drawable(p);
     let pts: Vec<(f64, f64)> = chart.series.iter().flat_map(|s| s.points.iter().copied().filter(keep)).collect();
     if pts.is_empty() {
         return Err(fig_err(path, "no finite points to plot"));

@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! strata reproduce --list
-//! strata reproduce <id>|all [--quick] [--seed N] [--out DIR] [--data DIR]
+//! strata reproduce <id>|all [--smoke|--quick] [--seed N] [--out DIR] [--data DIR] [--verify-config]
+//! strata reproduce <id> [--smoke|--quick] --print-config > cfg.json
+//! strata reproduce <id> --config cfg.json [--seed N] [--out DIR] [--data DIR]
 //! ```
+//!
+//! The experiments come from each domain crate's `experiments::all()`; this binary holds no list of its own.
 
 mod foundations;
 
@@ -12,73 +16,20 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use report::{Report, RunCtx, Scale};
+use report::{DynExperiment, Report, RunCtx, Scale, Verdict};
 
-/// One reproduction: an id (`family/name`), a one-line description, and the function that runs it.
-struct Experiment {
-    id: &'static str,
-    about: &'static str,
-    run: fn(&RunCtx) -> Result<Report>,
-}
-
-fn experiments() -> Vec<Experiment> {
-    vec![
-        Experiment {
-            id: "tensor/foundations",
-            about: "gradient checks of every op family, XOR and a toy conv net learning, determinism across thread counts",
-            run: foundations::run,
-        },
-        Experiment {
-            id: "icl/looped-gd",
-            about: "P3: looped restricted LSA learns preconditioned GD (u -> 0, A Sigma -> I, closed form, optimal preconditioner)",
-            run: |c| Ok(icl::experiments::looped_gd(c)?),
-        },
-        Experiment {
-            id: "icl/depth-vs-kappa",
-            about: "P1: loss against depth for kappa in {1, 10, 100}, four LSA families, Chebyshev and Newton-Schulz rates",
-            run: |c| Ok(icl::experiments::depth_vs_kappa(c)?),
-        },
-        Experiment {
-            id: "icl/robustness",
-            about: "P1: error under spectrum shifts, multilayer against looped",
-            run: |c| Ok(icl::experiments::robustness(c)?),
-        },
-        Experiment {
-            id: "icl/monotonicity",
-            about: "P1: loss against evaluation depth (and loops beyond training depth)",
-            run: |c| Ok(icl::experiments::monotonicity(c)?),
-        },
-        Experiment {
-            id: "saliency/complete-sound",
-            about: "P9: completeness and soundness of saliency methods on MNIST and synthetic shapes; TV/upsampling ablations",
-            run: |c| Ok(saliency::experiments::complete_sound(c)?),
-        },
-        Experiment {
-            id: "lm/shakespeare-char",
-            about: "nanoGPT's CPU baseline (4x128, context 64, batch 12, 2,000 iters): validation loss <= 1.88; tokens/s",
-            run: |c| Ok(train::experiments::shakespeare_char(c)?),
-        },
-        Experiment {
-            id: "lm/wikitext2",
-            about: "small BPE GPT on WikiText-2: validation perplexity curve against a unigram baseline; tokens/s",
-            run: |c| Ok(train::experiments::wikitext2(c)?),
-        },
-        Experiment {
-            id: "datamodels/exact",
-            about: "P10: by enumeration, least-squares datamodel = Fourier levels 0/1, residual = weight above 1, Stab_rho, influences",
-            run: |c| Ok(datamodels::experiments::exact(c)?),
-        },
-        Experiment {
-            id: "datamodels/estimate",
-            about: "P10: residual from rho-correlated pairs vs regression, models needed as N grows",
-            run: |c| Ok(datamodels::experiments::estimate(c)?),
-        },
-        Experiment {
-            id: "datamodels/groups",
-            about: "P10: linear group-effect predictions against exact group effects as groups grow",
-            run: |c| Ok(datamodels::experiments::groups(c)?),
-        },
+/// Every reproduction of every crate.
+fn experiments() -> Vec<Box<dyn DynExperiment>> {
+    [
+        foundations::all(),
+        icl::experiments::all(),
+        saliency::experiments::all(),
+        train::experiments::all(),
+        datamodels::experiments::all(),
     ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[derive(Parser)]
@@ -91,24 +42,40 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one reproduction (or `all`) and write its report.
-    Reproduce {
-        /// Experiment id (see --list), or `all`.
-        id: Option<String>,
-        /// List the experiments.
-        #[arg(long)]
-        list: bool,
-        /// The small configuration (minutes on 2 cores) instead of the full one.
-        #[arg(long)]
-        quick: bool,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output root; each experiment writes to <out>/<id>/.
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
-        /// Dataset folder (overrides STRATA_DATA).
-        #[arg(long)]
-        data: Option<PathBuf>,
-    },
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(clap::Args)]
+struct ReproduceArgs {
+    /// Experiment id (see --list), or `all`.
+    id: Option<String>,
+    /// List the experiments.
+    #[arg(long)]
+    list: bool,
+    /// The seconds-long configuration that runs every code path (claims may be not measured).
+    #[arg(long, conflicts_with = "quick")]
+    smoke: bool,
+    /// The small configuration (minutes on 2 cores) instead of the full one.
+    #[arg(long)]
+    quick: bool,
+    /// Print the configuration (of the chosen scale, or of --config) as JSON and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Run with this configuration (JSON, as --print-config writes it) instead of a preset.
+    #[arg(long, conflicts_with_all = ["smoke", "quick"])]
+    config: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output root; each experiment writes to <out>/<id>/.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Dataset folder (overrides STRATA_DATA).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// After each run, print its config as JSON, run again from that text (as --config would) into
+    /// <out>/verify/<id>/, and fail if any metric differs.
+    #[arg(long)]
+    verify_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -125,63 +92,118 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let Command::Reproduce { id, list, quick, seed, out, data } = cli.command;
+    let Command::Reproduce(args) = cli.command;
     let all = experiments();
-    if list || id.is_none() {
+    if args.list || args.id.is_none() {
         for e in &all {
-            println!("{:28} {}", e.id, e.about);
+            println!("{:28} {}", e.id(), e.about());
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let id = id.expect("checked");
-    let chosen: Vec<&Experiment> = if id == "all" {
-        all.iter().collect()
+    let id = args.id.clone().expect("checked");
+    let chosen: Vec<&dyn DynExperiment> = if id == "all" {
+        if args.config.is_some() || args.print_config {
+            bail!("--config and --print-config take one experiment id, not `all`");
+        }
+        all.iter().map(|e| e.as_ref()).collect()
     } else {
-        match all.iter().find(|e| e.id == id) {
-            Some(e) => vec![e],
+        match all.iter().find(|e| e.id() == id) {
+            Some(e) => vec![e.as_ref()],
             None => bail!("unknown experiment `{id}`; `strata reproduce --list` shows them"),
         }
     };
-    let scale = if quick { Scale::Quick } else { Scale::Full };
-    let mut failed_claims = 0;
+    let scale = if args.smoke {
+        Scale::Smoke
+    } else if args.quick {
+        Scale::Quick
+    } else {
+        Scale::Full
+    };
+    let file_config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(chosen[0].parse_config(&text).with_context(|| format!("{} is not a config of {id}", path.display()))?)
+        }
+        None => None,
+    };
+    if args.print_config {
+        let config = file_config.unwrap_or_else(|| chosen[0].config_json(scale));
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (mut failed_claims, mut unmeasured) = (0, 0);
     let mut failed_runs: Vec<&str> = Vec::new();
     for e in chosen {
-        let mut ctx = RunCtx::new(e.id, seed, scale, out.clone());
-        if let Some(d) = &data {
-            ctx.data_dir = Some(d.clone());
-        }
-        eprintln!("== {} ({:?}, seed {seed})", e.id, scale);
-        let report = match (e.run)(&ctx).with_context(|| format!("experiment {}", e.id)) {
+        let config = file_config.clone().unwrap_or_else(|| e.config_json(scale));
+        let ctx = context(&args, e.id(), scale, args.out.clone());
+        eprintln!("== {} ({:?}, seed {})", e.id(), scale, args.seed);
+        let report = match e.run_json(&ctx, &config).map_err(|err| anyhow::anyhow!(err)) {
             Ok(r) => r,
             // With `all`, one experiment's failure (e.g. a dataset that is not on this machine) does not stop the
             // others; the exit code still reports it.
             Err(err) if id == "all" => {
-                eprintln!("  error: {err:#}");
-                failed_runs.push(e.id);
+                eprintln!("  error: experiment {}: {err:#}", e.id());
+                failed_runs.push(e.id());
                 continue;
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(err.context(format!("experiment {}", e.id()))),
         };
+        print_claims(&report);
         let (held, total) = report.claims_held();
-        for c in &report.claims {
-            eprintln!(
-                "  [{}] {}: measured {:.4e} (expected {})",
-                if c.holds { "ok" } else { "FAIL" },
-                c.id,
-                c.measured,
-                c.expected
-            );
+        failed_claims += total - held - report.claims_not_measured();
+        unmeasured += report.claims_not_measured();
+        if args.verify_config {
+            verify_config(&args, e, scale, &report)?;
         }
-        failed_claims += total - held;
-        let dir = report.finish(&ctx).with_context(|| format!("writing the report of {}", e.id))?;
+        let dir = report.finish(&ctx).with_context(|| format!("writing the report of {}", e.id()))?;
         eprintln!("  {held}/{total} claims hold; report in {}", dir.join("report.md").display());
     }
     // Claims that do not hold are results, not errors: the exit code stays 0 and the report says so.
-    if failed_claims > 0 {
-        eprintln!("{failed_claims} claim(s) did not hold (see the reports)");
+    if failed_claims + unmeasured > 0 {
+        eprintln!("{failed_claims} claim(s) did not hold and {unmeasured} were not measured (see the reports)");
     }
     if !failed_runs.is_empty() {
         bail!("{} experiment(s) could not run: {}", failed_runs.len(), failed_runs.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn context(args: &ReproduceArgs, id: &str, scale: Scale, out: PathBuf) -> RunCtx {
+    let mut ctx = RunCtx::new(id, args.seed, scale, out);
+    if let Some(d) = &args.data {
+        ctx.data_dir = Some(d.clone());
+    }
+    ctx
+}
+
+fn print_claims(report: &Report) {
+    for c in &report.claims {
+        let tag = match c.verdict {
+            Verdict::Holds => "ok",
+            Verdict::Fails => "FAIL",
+            Verdict::NotMeasured => "n/m",
+        };
+        let measured = c.measured.map(|m| format!("{m:.4e}")).unwrap_or_else(|| "not measured".into());
+        eprintln!("  [{tag}] {}: {measured} (expected {})", c.id, c.expected);
+    }
+}
+
+/// Runs `e` again from its report's config printed as JSON text, and compares the metrics.
+fn verify_config(args: &ReproduceArgs, e: &dyn DynExperiment, scale: Scale, first: &Report) -> Result<()> {
+    let text = serde_json::to_string_pretty(&first.config)?;
+    let config = e.parse_config(&text).with_context(|| format!("{}: its own config does not parse back", e.id()))?;
+    let ctx = context(args, e.id(), scale, args.out.join("verify"));
+    let second = e.run_json(&ctx, &config).map_err(|err| anyhow::anyhow!(err))?;
+    let differing: Vec<&String> = first
+        .metrics
+        .iter()
+        .filter(|(k, v)| second.metrics.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .chain(second.metrics.keys().filter(|k| !first.metrics.contains_key(*k)))
+        .collect();
+    if !differing.is_empty() {
+        bail!("{}: rerun from its printed config gave other metrics: {differing:?}", e.id());
+    }
+    eprintln!("  config round trip: {} metrics identical", first.metrics.len());
+    Ok(())
 }
