@@ -79,9 +79,20 @@ fn reproduce(args: &[String]) -> Result {
 /// The workspace's tests, then (with no extra arguments: a filter is for the workspace) the downstream crate's
 /// and every reproduction at its smoke scale.
 fn test(args: &[String]) -> Result {
+    // Data tests skipped for want of STRATA_DATA append a line here (see strata_data::testing).
+    let skip_log = root().join("target").join("skipped-tests.log");
+    let _ = std::fs::remove_file(&skip_log);
     let mut c = cargo();
-    c.args(["test", "--workspace"]).args(args);
-    run(c)?;
+    c.args(["test", "--workspace"]).args(args).env("STRATA_SKIP_LOG", &skip_log);
+    let result = run(c);
+    let skipped = std::fs::read_to_string(&skip_log).map(|s| s.lines().count()).unwrap_or(0);
+    if skipped > 0 {
+        eprintln!(
+            "xtask: {skipped} data test(s) skipped because STRATA_DATA is not set (listed in {})",
+            skip_log.display()
+        );
+    }
+    result?;
     if args.is_empty() {
         downstream()?;
         smoke()?;

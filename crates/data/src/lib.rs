@@ -27,6 +27,7 @@
 //! - [`text`]: TinyShakespeare, WikiText-2, SST-2/CR TSV and SVAMP JSON loaders.
 //! - [`tokenize`]: bytes and characters; [`hf`]: HuggingFace `tokenizer.json` (MiniLM's WordPiece, with
 //!   [`hf::MINILM_MAX_LEN`]) and byte-level BPE training.
+//! - [`testing`]: how tests find the shared datasets (fail when `STRATA_DATA` lacks one, skip loudly without it).
 //! - [`batch`]: seeded LM windows (random or shuffled) whose position is one checkpointable number,
 //!   sequential evaluation batches, padding with masks.
 
@@ -34,6 +35,7 @@ pub mod batch;
 pub mod hf;
 pub mod mnist;
 mod registry;
+pub mod testing;
 pub mod text;
 pub mod tokenize;
 

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use strata_data::mnist::{Mnist, parse_idx, read_idx};
 use strata_data::{Error, dataset, resolve, resolve_unverified, verify};
 
-fn shared_data() -> Option<PathBuf> {
-    std::env::var_os("STRATA_DATA").map(PathBuf::from).filter(|p| p.join("mnist").is_dir())
+fn shared_data(test: &str, datasets: &[&str]) -> Option<PathBuf> {
+    strata_data::testing::shared_data(test, datasets)
 }
 
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
@@ -98,10 +98,7 @@ fn checksum_mismatch_is_detected() {
 
 #[test]
 fn shared_mnist_verifies_and_loads() {
-    let Some(root) = shared_data() else {
-        eprintln!("STRATA_DATA not set: skipping the real-MNIST test");
-        return;
-    };
+    let Some(root) = shared_data("shared_mnist_verifies_and_loads", &["mnist"]) else { return };
     let dir = resolve("mnist", Some(&root)).unwrap();
     let m = Mnist::load(&dir).unwrap();
     assert_eq!((m.train.len(), m.test.len(), m.train.rows, m.train.cols), (60000, 10000, 28, 28));
@@ -141,7 +138,8 @@ mod text {
 
     #[test]
     fn shared_text_datasets_load() {
-        let Some(root) = super::shared_data() else { return };
+        let needs = ["tinyshakespeare", "sst2", "cr", "svamp"];
+        let Some(root) = super::shared_data("shared_text_datasets_load", &needs) else { return };
         let shakespeare = tinyshakespeare(&strata_data::resolve("tinyshakespeare", Some(&root)).unwrap()).unwrap();
         assert_eq!(shakespeare.len(), 1_115_394);
         assert!(shakespeare.starts_with("First Citizen:"));
@@ -198,7 +196,8 @@ mod hf_tokenizers {
 
     #[test]
     fn minilm_wordpiece_matches_bert_uncased_ids() {
-        let Some(root) = super::shared_data() else { return };
+        let test = "minilm_wordpiece_matches_bert_uncased_ids";
+        let Some(root) = super::shared_data(test, &["all-MiniLM-L6-v2"]) else { return };
         let dir = strata_data::resolve("all-MiniLM-L6-v2", Some(&root)).unwrap();
         let tok = HfTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
         assert_eq!(tok.vocab_size(), 30_522);
@@ -314,4 +313,34 @@ mod batching {
         assert_eq!(ids, vec![5, 6, 8, 0]);
         assert_eq!(mask, vec![true, true, true, false]);
     }
+}
+
+/// A data test must fail when `STRATA_DATA` is set but lacks its dataset (CI), and skip loudly and countably when
+/// it is not set. Runs this test binary again as a child on one data test.
+#[test]
+fn data_tests_fail_when_data_is_missing_and_record_skips() {
+    if std::env::var_os("STRATA_CHILD").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let child = |data: Option<&Path>, log: &Path| {
+        let mut c = std::process::Command::new(&exe);
+        c.args(["shared_mnist_verifies_and_loads", "--exact", "--test-threads", "1"])
+            .env("STRATA_CHILD", "1")
+            .env("STRATA_SKIP_LOG", log);
+        match data {
+            Some(d) => c.env("STRATA_DATA", d),
+            None => c.env_remove("STRATA_DATA"),
+        };
+        c.output().unwrap()
+    };
+    let log = empty.path().join("skips.log");
+    let missing = child(Some(empty.path()), &log);
+    assert!(!missing.status.success(), "passed without its data: {}", String::from_utf8_lossy(&missing.stdout));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("has no mnist/ folder"));
+    let unset = child(None, &log);
+    assert!(unset.status.success());
+    let skips = std::fs::read_to_string(&log).unwrap();
+    assert!(skips.contains("SKIPPED shared_mnist_verifies_and_loads"), "{skips}");
 }

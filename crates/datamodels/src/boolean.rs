@@ -135,9 +135,16 @@ fn transform_block<T: Real, K: Kernel<T>>(block: &mut [T], k: &K) {
     }
 }
 
+/// The base of a slice that parallel tasks write through, each to its own disjoint part (see the SAFETY note in
+/// [`tensor_transform`]).
 struct SharedPtr<T>(*mut T);
-unsafe impl<T> Send for SharedPtr<T> {}
-unsafe impl<T> Sync for SharedPtr<T> {}
+// SAFETY: only the values behind the pointer cross threads, so sending or sharing the pointer is sound exactly
+// when `T` itself may be sent between threads (`T: Send`); that disjoint tasks never touch the same value is
+// argued where the pointer is dereferenced. `Sync` needs `T: Send` too, not `T: Sync`: no `&T` is shared, each
+// value is written by one thread.
+unsafe impl<T: Send> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedPtr<T> {}
 
 /// Applies the kernel along every coordinate (a tensor-product transform) in few passes over memory: the first
 /// pass transforms the low 12 coordinates inside contiguous cache-sized blocks; each later pass takes the next 7

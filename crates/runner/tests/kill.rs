@@ -103,11 +103,8 @@ fn resume_after_a_real_kill_gives_the_same_final_weights() {
 /// A real worker process killed with SIGKILL mid-run, then restarted, ends with the same files as a clean run.
 #[test]
 fn killed_worker_process_resumes_to_identical_files() {
-    let Some(data) = std::env::var_os("STRATA_DATA") else {
-        eprintln!("SKIPPED killed_worker_process_resumes_to_identical_files: STRATA_DATA is not set");
-        return;
-    };
-    assert!(Path::new(&data).join("mnist").is_dir(), "STRATA_DATA is set but has no mnist/ folder");
+    let test = "killed_worker_process_resumes_to_identical_files";
+    let Some(data) = data::testing::shared_data(test, &["mnist"]) else { return };
     let bin = env!("CARGO_BIN_EXE_strata-datamodels");
     let tmp = tempfile::tempdir().unwrap();
     let args = |store: &Path| {

@@ -505,3 +505,20 @@ fn summary_table(mnist: &[MethodRow], shapes: &[MethodRow]) -> Vec<serde_json::V
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The review found the baselines were `rows[..6]`, so reordering `methods()` would have compared the simple
+    /// method with its own ablations. Baselines are picked by name, in any order.
+    #[test]
+    fn baselines_are_the_captum_style_methods_in_any_order() {
+        let mut names: Vec<String> =
+            methods(&CompleteSoundConfig::smoke(), Replacement::zero()).into_iter().map(|m| m.0).collect();
+        names.reverse();
+        let baselines: Vec<&String> = names.iter().filter(|n| is_baseline(n)).collect();
+        assert_eq!(baselines.len(), 6, "{baselines:?}");
+        assert!(baselines.iter().all(|n| !n.contains("mask") && !n.starts_with("simple")));
+    }
+}

@@ -89,18 +89,27 @@ fn corrupt_and_truncated_files_are_errors_naming_the_file() {
     assert!(matches!(missing, Error::Io { .. }));
 }
 
-/// `STRATA_DATA` points at the shared data folder (CI sets it); the test is skipped loudly without it.
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("STRATA_DATA").map(PathBuf::from);
-    if dir.is_none() {
-        eprintln!("STRATA_DATA is not set: skipping the HuggingFace checkpoint test");
-    }
-    dir
+/// `STRATA_DATA` points at the shared data folder (CI sets it): a missing model fails the test; without the
+/// variable the test is skipped loudly. (strata-data's `testing::shared_data` does the same; the tensor crate
+/// sits below it.)
+fn data_dir(test: &str, dataset: &str) -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("STRATA_DATA").map(PathBuf::from) else {
+        let line = format!("SKIPPED {test}: STRATA_DATA is not set (needs {dataset})");
+        eprintln!("{line}");
+        if let Some(log) = std::env::var_os("STRATA_SKIP_LOG") {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("skip log");
+            writeln!(f, "{line}").expect("skip log");
+        }
+        return None;
+    };
+    assert!(dir.join(dataset).is_dir(), "{test}: STRATA_DATA={} has no {dataset}/ folder", dir.display());
+    Some(dir)
 }
 
 #[test]
 fn loads_huggingface_minilm() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = data_dir("loads_huggingface_minilm", "all-MiniLM-L6-v2") else { return };
     let path = dir.join("all-MiniLM-L6-v2").join("model.safetensors");
     let st = read_safetensors(&path).unwrap_or_else(|e| panic!("{e}"));
     let emb =

@@ -1,7 +1,8 @@
 //! # strata-transformer
 //!
-//! The transformer stack that Strata's depth experiments (stacking, MIDAS, RaPTr, LAG, SALT, grafting) build
-//! on, written on `strata-tensor` autodiff:
+//! The transformer stack, written on `strata-tensor` autodiff: the language models of `strata-train`, and the
+//! base the depth experiments (stacking, MIDAS, RaPTr, LAG, SALT, grafting; their crates are still to come) are
+//! to build on:
 //!
 //! - [`Decoder`]: GPT-style, pre-LN, learned or rotary positions, optionally tied embeddings; training loss,
 //!   greedy / temperature / top-k sampling with a KV cache.

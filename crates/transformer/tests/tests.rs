@@ -6,8 +6,8 @@ use strata_transformer::{
 };
 use tensor::{Tensor, gradcheck, no_grad, seeded};
 
-fn shared_data() -> Option<PathBuf> {
-    std::env::var_os("STRATA_DATA").map(PathBuf::from).filter(|p| p.is_dir())
+fn shared_data(test: &str, datasets: &[&str]) -> Option<PathBuf> {
+    data::testing::shared_data(test, datasets)
 }
 
 fn tiny(positions: Positions, bias: bool, tied: bool) -> DecoderConfig {
@@ -228,7 +228,8 @@ fn training_a_tiny_decoder_lowers_the_loss() {
 
 #[test]
 fn minilm_sentence_embeddings_match_the_numpy_reference() {
-    let Some(root) = shared_data() else { return };
+    let test = "minilm_sentence_embeddings_match_the_numpy_reference";
+    let Some(root) = shared_data(test, &["all-MiniLM-L6-v2"]) else { return };
     let dir = data::resolve("all-MiniLM-L6-v2", Some(&root)).unwrap();
     let enc = Encoder::<f32>::from_pretrained(&dir).unwrap();
     assert_eq!((enc.n_layers(), enc.config.hidden_size), (6, 384));

@@ -16,6 +16,7 @@ pub enum GeluApprox {
     Tanh,
 }
 
+#[track_caller]
 fn binary<F: Float>(
     op: &str,
     a: &Tensor<F>,

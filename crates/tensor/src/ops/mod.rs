@@ -41,7 +41,11 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 
 #[track_caller]
 pub(crate) fn broadcast_or_panic(op: &str, a: &[usize], b: &[usize]) -> Vec<usize> {
-    broadcast_shapes(a, b).unwrap_or_else(|| panic!("{op}: shapes {a:?} and {b:?} do not broadcast"))
+    // A `match`, not `unwrap_or_else(|| panic!(..))`: a closure would be the panic's location, not the caller.
+    match broadcast_shapes(a, b) {
+        Some(shape) => shape,
+        None => panic!("{op}: shapes {a:?} and {b:?} do not broadcast"),
+    }
 }
 
 /// Sums a gradient of a broadcast result back to the shape of the input that was broadcast.
@@ -65,8 +69,15 @@ pub(crate) fn sum_to_shape<F: Float>(g: &ArrayD<F>, shape: &[usize]) -> ArrayD<F
 const CHUNK: usize = 1 << 14;
 
 /// Fills a fresh vector of length `n` with `f(chunk_start, chunk)` over fixed-size chunks, in parallel for
-/// large `n`. Every element is written before the length is set, so no zero-fill pass is needed.
-pub(crate) fn fill_vec<F: Float>(n: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<F>]) + Sync + Send) -> Vec<F> {
+/// large `n`, with no zero-fill pass before.
+///
+/// # Safety
+/// `f` must initialise every element of every chunk it is given; the vector's length is set to `n` after it
+/// returns, so an element left uninitialised would be read as a value.
+pub(crate) unsafe fn fill_vec<F: Float>(
+    n: usize,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<F>]) + Sync + Send,
+) -> Vec<F> {
     let mut out: Vec<F> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_THRESHOLD {
@@ -74,7 +85,7 @@ pub(crate) fn fill_vec<F: Float>(n: usize, f: impl Fn(usize, &mut [std::mem::May
     } else {
         spare.chunks_mut(CHUNK).enumerate().for_each(|(i, c)| f(i * CHUNK, c));
     }
-    // SAFETY: `f` writes every element of every chunk (all callers below do), and F is plain data.
+    // SAFETY: the capacity is `n`, and the caller's contract is that `f` initialised all `n` elements.
     unsafe { out.set_len(n) };
     out
 }
@@ -82,11 +93,14 @@ pub(crate) fn fill_vec<F: Float>(n: usize, f: impl Fn(usize, &mut [std::mem::May
 /// A zero array, filled in parallel (a serial memset of a large buffer would idle the other cores).
 pub(crate) fn zeros<F: Float>(shape: &[usize]) -> ArrayD<F> {
     let n = shape.iter().product();
-    let v = fill_vec(n, |_, c| {
-        c.iter_mut().for_each(|o| {
-            o.write(F::zero());
+    // SAFETY: the closure writes every element of its chunk.
+    let v = unsafe {
+        fill_vec(n, |_, c| {
+            c.iter_mut().for_each(|o| {
+                o.write(F::zero());
+            })
         })
-    });
+    };
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("size")
 }
 
@@ -118,12 +132,15 @@ pub(crate) fn standard_copy<F: Float>(v: ndarray::ArrayViewD<'_, F>) -> ArrayD<F
 pub(crate) fn map<F: Float>(x: &ArrayD<F>, f: impl Fn(F) -> F + Sync + Send) -> ArrayD<F> {
     match x.as_slice() {
         Some(xs) => {
-            let out = fill_vec(xs.len(), |start, o| {
-                let end = start + o.len();
-                o.iter_mut().zip(&xs[start..end]).for_each(|(o, &v)| {
-                    o.write(f(v));
+            // SAFETY: the chunk and `xs[start..end]` have the same length, so the zip writes every element.
+            let out = unsafe {
+                fill_vec(xs.len(), |start, o| {
+                    let end = start + o.len();
+                    o.iter_mut().zip(&xs[start..end]).for_each(|(o, &v)| {
+                        o.write(f(v));
+                    })
                 })
-            });
+            };
             ArrayD::from_shape_vec(x.raw_dim(), out).expect("same size")
         }
         None => map(&standard_copy(x.view()), f),
@@ -133,12 +150,15 @@ pub(crate) fn map<F: Float>(x: &ArrayD<F>, f: impl Fn(F) -> F + Sync + Send) -> 
 /// Elementwise `f(a, b)` of two arrays (broadcast).
 pub(crate) fn zip_map<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F + Sync + Send) -> ArrayD<F> {
     if let (true, Some(xs), Some(ys)) = (a.shape() == b.shape(), a.as_slice(), b.as_slice()) {
-        let out = fill_vec(xs.len(), |start, o| {
-            let end = start + o.len();
-            o.iter_mut().zip(xs[start..end].iter().zip(&ys[start..end])).for_each(|(o, (&x, &y))| {
-                o.write(f(x, y));
+        // SAFETY: `xs` and `ys` have the chunk's length over `start..end`, so the zip writes every element.
+        let out = unsafe {
+            fill_vec(xs.len(), |start, o| {
+                let end = start + o.len();
+                o.iter_mut().zip(xs[start..end].iter().zip(&ys[start..end])).for_each(|(o, (&x, &y))| {
+                    o.write(f(x, y));
+                })
             })
-        });
+        };
         return ArrayD::from_shape_vec(a.raw_dim(), out).expect("same size");
     }
     if a.shape() == b.shape() {

@@ -81,11 +81,10 @@ impl<F: Float> Tensor<F> {
     /// Broadcasts (copies) to `shape`.
     #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Tensor<F> {
-        let v = self
-            .value()
-            .broadcast(IxDyn(shape))
-            .unwrap_or_else(|| panic!("broadcast_to: {:?} to {:?}", self.shape(), shape))
-            .to_owned();
+        let v = match self.value().broadcast(IxDyn(shape)) {
+            Some(v) => v.to_owned(),
+            None => panic!("broadcast_to: {:?} to {:?}", self.shape(), shape),
+        };
         let in_shape = self.shape().to_vec();
         Tensor::from_op(v, &[self], move |g, _| vec![Some(sum_to_shape(g, &in_shape))])
     }
