@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-const CRATES: [&str; 8] = ["tensor", "report", "data", "icl", "saliency", "datamodels", "transformer", "train"];
+const CRATES: [&str; 9] = ["tensor", "report", "data", "icl", "saliency", "datamodels", "transformer", "train", "growth"];
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -25,6 +25,7 @@ fn experiments() -> Vec<Box<dyn DynExperiment>> {
         icl::experiments::all(),
         saliency::experiments::all(),
         train::experiments::all(),
+        growth::experiments::all(),
         datamodels::experiments::all(),
     ]
     .into_iter()

@@ -334,6 +334,23 @@ impl<O: Objective> Trainer<O> {
         self.out_dir.as_ref().map(|d| d.join("checkpoints"))
     }
 
+    /// The step of the latest checkpoint in the output directory, without loading it (`None`: no checkpoint).
+    /// A model whose shape changes during training (a growth schedule) is rebuilt to that step's shape before
+    /// [`Trainer::resume`] loads the weights into it.
+    pub fn checkpoint_step(&self) -> Result<Option<u64>> {
+        let Some(root) = self.checkpoint_root() else { return Ok(None) };
+        let latest = root.join("latest");
+        if !latest.exists() {
+            return Ok(None);
+        }
+        let name = std::fs::read_to_string(&latest).map_err(io_err(&latest))?;
+        let state_path = root.join(name.trim()).join("state.json");
+        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+        let state: TrainerState = serde_json::from_str(&text)
+            .map_err(|e| Error::Checkpoint { path: state_path.clone(), message: format!("state.json: {e}") })?;
+        Ok(Some(state.step))
+    }
+
     /// Loads the latest checkpoint in the output directory, if there is one; returns whether it did. The
     /// checkpoint's training config must equal this run's (except `progress`).
     pub fn resume(&mut self) -> Result<bool> {

@@ -479,9 +479,28 @@ impl<F: Float> Decoder<F> {
         if from >= n || at > n {
             return Err(Error::Input(format!("copy layer {from} to {at} in a {n}-layer model")));
         }
-        let src = Self::layer_prefix(from);
         let tmp = "__copy";
-        self.params.copy_prefix(&src, tmp)?;
+        self.params.copy_prefix(&Self::layer_prefix(from), tmp)?;
+        self.insert_staged(tmp, at)
+    }
+
+    /// Inserts a freshly initialised layer at index `at` (layers `at..` move up by one), drawn from `seed` with
+    /// the initialisation a model of the grown depth gets (residual projections scaled by its layer count).
+    /// Returns the parameter renames `(old, new)`.
+    pub fn insert_layer_fresh(&mut self, at: usize, seed: u64) -> Result<Vec<(String, String)>> {
+        let n = self.layers.len();
+        if at > n {
+            return Err(Error::Input(format!("insert a layer at {at} in a {n}-layer model")));
+        }
+        let tmp = "__fresh";
+        let grown = DecoderConfig { n_layers: n + 1, ..self.config.clone() };
+        DecoderLayer::new(&self.params.root().sub(tmp), &grown, &mut tensor::seeded(seed));
+        self.insert_staged(tmp, at)
+    }
+
+    /// Moves the layer staged under `tmp` to index `at`, shifting layers `at..` up; rebuilds the layer list.
+    fn insert_staged(&mut self, tmp: &str, at: usize) -> Result<Vec<(String, String)>> {
+        let n = self.layers.len();
         let mut renames = Vec::new();
         for k in (at..n).rev() {
             let (old, new) = (Self::layer_prefix(k), Self::layer_prefix(k + 1));

@@ -27,3 +27,6 @@ pub mod transformer {}
 
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/train.md"))]
 pub mod train {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/growth.md"))]
+pub mod growth {}
