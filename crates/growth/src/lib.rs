@@ -15,6 +15,8 @@
 //!   grown run's shape from its checkpoint step and continues it bit for bit.
 //! - [`compute`]: FLOPs to reach a loss, read off a run's `(flops, loss)` curve; the trainer counts the
 //!   matrix-product FLOPs of the layers actually run on every metrics line.
+//! - [`primitives`]: reasoning primitives (variable assignment of depth k in math and code forms, induction
+//!   copying, arithmetic) from a seed, with disjoint train/test names and values and brute-force solvers.
 //! - [`experiments`]: the `growth/midas` reproduction.
 //!
 //! ```
@@ -67,6 +69,7 @@ pub mod compute;
 pub mod experiments;
 pub mod hook;
 pub mod operators;
+pub mod primitives;
 pub mod schedule;
 
 pub use compute::{flops_to_reach, prop_alpha_layer_fraction};

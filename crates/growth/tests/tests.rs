@@ -226,3 +226,153 @@ fn a_grown_run_resumes_bit_exactly() {
         assert_eq!(b.flops_run(), straight.2, "stopped at {stop}");
     }
 }
+
+mod primitives {
+    use strata_growth::primitives::{Primitive, Split, generate_set, solve};
+
+    fn kinds() -> Vec<Primitive> {
+        let mut k: Vec<Primitive> =
+            (0..3).flat_map(|depth| [false, true].map(|code| Primitive::Assignment { depth, code })).collect();
+        k.extend([Primitive::Induction, Primitive::Arithmetic]);
+        k
+    }
+
+    #[test]
+    fn generated_answers_agree_with_brute_force_solvers() {
+        for split in [Split::Train, Split::Test] {
+            for (kind, ex) in generate_set(&kinds(), 200, split, &mut tensor::seeded(7)) {
+                assert_eq!(solve(kind, &ex.prompt).as_deref(), Some(ex.answer.as_str()), "{kind:?}: {ex:?}");
+            }
+        }
+        // The solvers do read the prompt: a changed literal changes the answer.
+        assert_eq!(
+            solve(Primitive::Assignment { depth: 1, code: false }, "a=12, b=a, c=13, b=?").as_deref(),
+            Some("12")
+        );
+        assert_eq!(solve(Primitive::Arithmetic, "40+2=").as_deref(), Some("42"));
+        assert_eq!(solve(Primitive::Induction, "ABCDEFBC").as_deref(), Some("D"));
+    }
+
+    #[test]
+    fn assignment_depth_is_the_number_of_hops() {
+        let mut rng = tensor::seeded(1);
+        for depth in 0..3 {
+            let ex = Primitive::Assignment { depth, code: false }.generate(Split::Train, &mut rng);
+            // depth + 1 statements per chain, two chains.
+            assert_eq!(ex.prompt.matches('=').count() - 1, 2 * (depth + 1), "{ex:?}");
+        }
+        let code = Primitive::Assignment { depth: 2, code: true }.generate(Split::Test, &mut rng);
+        assert!(code.prompt.contains("print(") && code.prompt.ends_with("# "), "{code:?}");
+    }
+
+    #[test]
+    fn test_sets_share_no_names_or_values_with_training() {
+        let train = generate_set(&kinds(), 300, Split::Train, &mut tensor::seeded(2));
+        let test = generate_set(&kinds(), 300, Split::Test, &mut tensor::seeded(3));
+        let names = |set: &[(Primitive, strata_growth::primitives::Example)]| -> std::collections::BTreeSet<char> {
+            set.iter()
+                .flat_map(|(_, e)| e.prompt.chars().filter(|c| c.is_ascii_alphabetic()).collect::<Vec<_>>())
+                .collect()
+        };
+        let numbers = |set: &[(Primitive, strata_growth::primitives::Example)]| -> std::collections::BTreeSet<u32> {
+            set.iter()
+                .filter(|(k, _)| !matches!(k, Primitive::Arithmetic))
+                .flat_map(|(_, e)| {
+                    e.prompt.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        // `print` is the code form's keyword, shared on purpose.
+        let shared: Vec<char> =
+            names(&train).intersection(&names(&test)).copied().filter(|c| !"print".contains(*c)).collect();
+        assert!(shared.is_empty(), "names in both: {shared:?}");
+        assert!(numbers(&train).is_disjoint(&numbers(&test)));
+        let addends = |set: &[(Primitive, strata_growth::primitives::Example)]| -> Vec<u32> {
+            set.iter()
+                .filter(|(k, _)| matches!(k, Primitive::Arithmetic))
+                .flat_map(|(_, e)| {
+                    e.prompt.trim_end_matches('=').split('+').map(|n| n.parse::<u32>().unwrap()).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        assert!(addends(&train).iter().all(|&a| a < 55) && addends(&test).iter().all(|&a| a >= 55));
+    }
+}
+
+mod isoplot {
+    use strata_growth::experiments::midas::{CurvePoint, RunRow, isoplot_gap};
+    use strata_growth::primitives::{all_kinds, byte_tokens, mix_into_bytes};
+
+    fn row(points: &[(f64, f64)]) -> RunRow {
+        RunRow {
+            method: "m".into(),
+            operator: None,
+            replicate: 0,
+            curve: points
+                .iter()
+                .enumerate()
+                .map(|(i, &(l, a))| CurvePoint {
+                    step: i as u64,
+                    flops: i as f64,
+                    val_loss: l,
+                    primitive_accuracy: Some(a),
+                })
+                .collect(),
+            final_val_loss: points.last().unwrap().0,
+            flops_total: points.len() as u64,
+            stage_start_flops: vec![],
+        }
+    }
+
+    #[test]
+    fn accuracy_is_compared_at_the_lowest_loss_both_reach() {
+        let base = row(&[(3.0, 0.0), (2.0, 0.2), (1.5, 0.4)]);
+        let midas = row(&[(3.0, 0.0), (2.5, 0.3), (1.8, 0.5)]);
+        // Matched loss 1.8: the baseline is interpolated between (2.0, 0.2) and (1.5, 0.4): 0.28.
+        assert!((isoplot_gap(&base, &midas, 0.05) - (0.5 - 0.28)).abs() < 1e-12);
+        // Both at chance: not measured.
+        let flat = row(&[(3.0, 0.0), (2.0, 0.01)]);
+        assert!(isoplot_gap(&flat, &flat, 0.05).is_nan());
+    }
+
+    #[test]
+    fn the_mix_has_the_requested_share_of_primitive_tokens() {
+        let base: Vec<u32> = byte_tokens(&"the quick brown fox. ".repeat(5000));
+        let mixed = mix_into_bytes(&base, &all_kinds(), 0.15, &mut tensor::seeded(0));
+        let share = (mixed.len() - base.len()) as f64 / mixed.len() as f64;
+        assert!((share - 0.15).abs() < 0.01, "{share}");
+        assert!(mixed.iter().all(|&t| t < 256));
+    }
+}
+
+#[test]
+fn an_answer_probe_scores_teacher_forced_exact_match() {
+    use strata_growth::train::lm::AnswerProbe;
+    // A model trained on one repeated sentence answers a prompt from it exactly.
+    let mut cfg = lm(2, 150, 0);
+    cfg.model.d_model = 32;
+    cfg.model.n_heads = 4;
+    let text = "abcdefgh".repeat(2000);
+    let corpus = strata_growth::train::lm::TokenizedCorpus {
+        train: text.bytes().map(u32::from).collect(),
+        valid: text.bytes().map(u32::from).collect(),
+        vocab_size: 256,
+        decoder: strata_growth::train::lm::TextDecoder::Bytes,
+    };
+    let mut objective = LmObjective::from_corpus(&cfg, corpus).unwrap();
+    let probe = AnswerProbe {
+        name: "copy".into(),
+        examples: vec![(b"abcdef".map(u32::from).to_vec(), b"gh".map(u32::from).to_vec())],
+    };
+    let wrong = AnswerProbe {
+        name: "wrong".into(),
+        examples: vec![(b"abcdef".map(u32::from).to_vec(), b"xy".map(u32::from).to_vec())],
+    };
+    objective.probes = vec![probe.clone(), wrong];
+    let mut t = Trainer::new(cfg.train.clone(), objective, None).unwrap();
+    let report = t.run().unwrap();
+    assert_eq!(report.final_eval["copy_accuracy"], 1.0, "{:?}", report.final_eval);
+    assert_eq!(report.final_eval["wrong_accuracy"], 0.0);
+    let too_long = AnswerProbe { name: "long".into(), examples: vec![(vec![97; 16], vec![98])] };
+    assert!(too_long.accuracy(&t.objective.model).is_err(), "17 tokens in a 16-token context");
+}

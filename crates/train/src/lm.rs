@@ -182,6 +182,45 @@ impl Corpus {
     }
 }
 
+/// Prompts with known answers, scored at every evaluation by teacher-forced exact match: an example counts when
+/// the model's most likely next token is the answer's at every answer position, given the prompt and the
+/// answer's earlier tokens.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnswerProbe {
+    /// Reported as `<name>_accuracy`.
+    pub name: String,
+    /// `(prompt tokens, answer tokens)`; together at most the model's context.
+    pub examples: Vec<(Vec<u32>, Vec<u32>)>,
+}
+
+impl AnswerProbe {
+    /// The fraction of examples answered exactly (NaN for no examples).
+    pub fn accuracy(&self, model: &Decoder<f32>) -> Result<f64> {
+        if self.examples.is_empty() {
+            return Ok(f64::NAN);
+        }
+        let mut correct = 0;
+        for (prompt, answer) in &self.examples {
+            let ids: Vec<usize> = prompt.iter().chain(answer).map(|&t| t as usize).collect();
+            if prompt.is_empty() || answer.is_empty() || ids.len() > model.config.context {
+                return Err(Error::Config(format!(
+                    "probe {}: a prompt of {} and an answer of {} tokens for a context of {}",
+                    self.name,
+                    prompt.len(),
+                    answer.len(),
+                    model.config.context
+                )));
+            }
+            let logits = tensor::no_grad(|| model.forward(&ids, 1, ids.len()))?;
+            let v = model.config.vocab_size;
+            let rows =
+                tensor::argmax_rows(&logits.value().to_shape((ids.len(), v)).expect("[1, t, v]").into_dyn().to_owned());
+            correct += answer.iter().enumerate().all(|(j, &a)| rows[prompt.len() - 1 + j] == a as usize) as usize;
+        }
+        Ok(correct as f64 / self.examples.len() as f64)
+    }
+}
+
 /// A decoder trained on next-token prediction.
 #[derive(Debug)]
 pub struct LmObjective {
@@ -192,6 +231,8 @@ pub struct LmObjective {
     /// Layers the next steps run (`None`: all, in order); hooks set this for layer dropping or RaPTr.
     pub layers: Option<Vec<usize>>,
     pub decoder: TextDecoder,
+    /// Exact-match probes scored at every evaluation (none by default).
+    pub probes: Vec<AnswerProbe>,
     last_layers_run: usize,
 }
 
@@ -229,6 +270,7 @@ impl LmObjective {
             eval_batches: config.eval_batches,
             layers: None,
             decoder: corpus.decoder,
+            probes: Vec::new(),
             last_layers_run: n,
         })
     }
@@ -268,7 +310,11 @@ impl Objective for LmObjective {
 
     fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {
         let loss = self.validation_loss()?;
-        Ok(BTreeMap::from([("val_loss".to_string(), loss), ("val_perplexity".to_string(), loss.exp())]))
+        let mut metrics = BTreeMap::from([("val_loss".to_string(), loss), ("val_perplexity".to_string(), loss.exp())]);
+        for probe in &self.probes {
+            metrics.insert(format!("{}_accuracy", probe.name), probe.accuracy(&self.model)?);
+        }
+        Ok(metrics)
     }
 
     fn tokens_per_step(&self) -> u64 {

@@ -7,13 +7,14 @@ use report::{Check, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
 use tensor::Schedule;
 use tensor::optim::AdamConfig;
-use train::lm::{Corpus, LmConfig, LmObjective, TokenizedCorpus, TokenizerChoice};
+use train::lm::{AnswerProbe, Corpus, LmConfig, LmObjective, TokenizedCorpus, TokenizerChoice};
 use train::{TrainConfig, Trainer};
 use transformer::{DecoderConfig, Positions, flops};
 
 use crate::compute::flops_to_reach;
 use crate::hook::GrowthHook;
 use crate::operators::{MomentPolicy, Operator};
+use crate::primitives;
 use crate::schedule::{GrowthConfig, GrowthPlan, StageLengths};
 use crate::{Error, Result};
 
@@ -35,6 +36,28 @@ pub struct MidasConfig {
     pub replicates: usize,
     /// MIDAS "matches" stacking when its final validation loss is at most this much higher (nats).
     pub match_tolerance: f64,
+    /// Reasoning primitives mixed into the training stream and probed at every evaluation (byte tokens only).
+    pub primitives: Option<PrimitiveMix>,
+}
+
+/// How reasoning primitives enter a run: at CPU scale few-shot primitives sit at chance, so a fraction of the
+/// training stream is generated primitive text, and held-out examples (test names and values) are scored by
+/// teacher-forced exact match at every evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimitiveMix {
+    /// Share of training tokens that are primitives.
+    pub fraction: f64,
+    /// Held-out examples per primitive kind (8 kinds).
+    pub test_per_kind: usize,
+    /// Below this accuracy for both runs, the isoplot comparison is not measured (both at chance).
+    pub min_accuracy: f64,
+    /// MIDAS's accuracy at matched loss may be this much below the baseline's and still "at least match".
+    pub tolerance: f64,
+}
+
+fn primitive_mix() -> Option<PrimitiveMix> {
+    Some(PrimitiveMix { fraction: 0.15, test_per_kind: 25, min_accuracy: 0.05, tolerance: 0.02 })
 }
 
 fn lm(model: DecoderConfig, corpus: Corpus, steps: u64, eval_batches: usize) -> LmConfig {
@@ -64,16 +87,17 @@ impl Presets for MidasConfig {
     fn smoke() -> Self {
         let model = DecoderConfig {
             vocab_size: 0,
-            context: 16,
+            context: 64,
             d_model: 32,
             n_layers: 3,
             n_heads: 2,
             ..DecoderConfig::default()
         };
         MidasConfig {
-            lm: lm(model, Corpus::Synthetic { tokens: 20_000, vocab: 32, seed: 1 }, 24, 2),
+            lm: lm(model, Corpus::Synthetic { tokens: 20_000, vocab: 256, seed: 1 }, 24, 2),
             stage_layers: vec![1, 2, 3],
             block: 1,
+            primitives: Some(PrimitiveMix { test_per_kind: 2, ..primitive_mix().expect("some") }),
             ..Self::quick()
         }
     }
@@ -96,13 +120,15 @@ impl Presets for MidasConfig {
             operators: vec![Operator::CopyTop, Operator::CopyMiddle, Operator::FreshMiddle],
             replicates: 1,
             match_tolerance: 0.02,
+            primitives: primitive_mix(),
         }
     }
     fn full() -> Self {
         let quick = Self::quick();
         let model = DecoderConfig { n_layers: 8, context: 128, ..quick.lm.model.clone() };
         MidasConfig {
-            lm: lm(model, Corpus::Wikitext2 { tokenizer: TokenizerChoice::Bpe { vocab_size: 2048 } }, 1600, 40),
+            // Byte tokens (not BPE): the primitives are byte-level text.
+            lm: lm(model, Corpus::Wikitext2 { tokenizer: TokenizerChoice::Bytes }, 1600, 40),
             stage_layers: vec![2, 4, 6, 8],
             replicates: 2,
             ..quick
@@ -140,8 +166,10 @@ impl Experiment for Midas {
         report.note(
             "FLOPs are the matrix products of forward and backward passes of the layers actually run (embeddings and \
              the output head included), counted by the trainer step by step; elementwise work is not counted. Every \
-             method of a replicate sees the same batches in the same order. The reasoning-primitive isoplot of the \
-             issue is not built yet: no primitive claim is made.",
+             method of a replicate sees the same batches in the same order. Primitives: a fraction of the training \
+             stream is generated primitive text (assignment of depth 0-2 in math and code form, induction, \
+             arithmetic; training names a-m and values 10-54), and held-out examples (names n-z, values 55-99) are \
+             scored by teacher-forced exact match of the answer bytes at every evaluation.",
         );
         Ok(report)
     }
@@ -158,6 +186,17 @@ fn growth(cfg: &MidasConfig, operator: Operator) -> GrowthConfig {
     }
 }
 
+/// One evaluation of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub step: u64,
+    /// Cumulative matrix-product FLOPs at this step.
+    pub flops: f64,
+    pub val_loss: f64,
+    /// Held-out reasoning-primitive accuracy (when primitives are mixed in).
+    pub primitive_accuracy: Option<f64>,
+}
+
 /// One training run: its method, replicate and validation curve against compute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
@@ -165,16 +204,33 @@ pub struct RunRow {
     pub method: String,
     pub operator: Option<Operator>,
     pub replicate: usize,
-    /// `(step, cumulative FLOPs, validation loss)` at every evaluation.
-    pub curve: Vec<(u64, f64, f64)>,
+    /// Every evaluation.
+    pub curve: Vec<CurvePoint>,
     pub final_val_loss: f64,
     pub flops_total: u64,
     /// Cumulative FLOPs when each stage began (grown runs).
     pub stage_start_flops: Vec<f64>,
 }
 
+/// The corpus with primitives mixed into its training stream, and the held-out probe (shared by every run).
+fn corpus_and_probe(ctx: &RunCtx, cfg: &MidasConfig) -> Result<(TokenizedCorpus, Option<AnswerProbe>)> {
+    let mut corpus = cfg.lm.corpus.load(ctx.data_dir.as_deref(), None)?;
+    let Some(mix) = &cfg.primitives else { return Ok((corpus, None)) };
+    if corpus.vocab_size < 256 || !(0.0..1.0).contains(&mix.fraction) {
+        return Err(Error::Config(format!(
+            "primitives need byte tokens (vocabulary 256, got {}) and a fraction in [0, 1) (got {})",
+            corpus.vocab_size, mix.fraction
+        )));
+    }
+    let kinds = primitives::all_kinds();
+    let mut rng = ctx.rng("primitive training mix");
+    corpus.train = primitives::mix_into_bytes(&corpus.train, &kinds, mix.fraction, &mut rng);
+    let probe = primitives::byte_probe("primitive", &kinds, mix.test_per_kind, &mut ctx.rng("primitive test set"));
+    Ok((corpus, Some(probe)))
+}
+
 fn measure(ctx: &RunCtx, cfg: &MidasConfig, report: &mut Report) -> Result<Vec<RunRow>> {
-    let corpus = cfg.lm.corpus.load(ctx.data_dir.as_deref(), None)?;
+    let (corpus, probe) = corpus_and_probe(ctx, cfg)?;
     let methods: Vec<Option<Operator>> = std::iter::once(None).chain(cfg.operators.iter().copied().map(Some)).collect();
     let bar = ctx.progress((cfg.replicates * methods.len()) as u64, "runs");
     let mut rows = Vec::new();
@@ -182,7 +238,7 @@ fn measure(ctx: &RunCtx, cfg: &MidasConfig, report: &mut Report) -> Result<Vec<R
         let seed = ctx.seed_for(&format!("replicate {replicate}"));
         for &operator in &methods {
             let started = std::time::Instant::now();
-            let row = train_one(cfg, &corpus, operator, replicate, seed)?;
+            let row = train_one(cfg, &corpus, probe.as_ref(), operator, replicate, seed)?;
             report.timing(&format!("seconds {} replicate {replicate}", row.method), started.elapsed().as_secs_f64());
             rows.push(row);
             bar.inc(1);
@@ -212,6 +268,7 @@ fn cumulative_flops(
 fn train_one(
     cfg: &MidasConfig,
     corpus: &TokenizedCorpus,
+    probe: Option<&AnswerProbe>,
     operator: Option<Operator>,
     replicate: usize,
     seed: u64,
@@ -222,7 +279,8 @@ fn train_one(
     if let Some(p) = &plan {
         lm.model.n_layers = p.config.stage_layers[0];
     }
-    let objective = LmObjective::from_corpus(&lm, corpus.clone())?;
+    let mut objective = LmObjective::from_corpus(&lm, corpus.clone())?;
+    objective.probes.extend(probe.cloned());
     let full_model = DecoderConfig { n_layers: cfg.lm.model.n_layers, ..objective.model.config.clone() };
     let (batch, t) = (objective.train.batch_size(), objective.train.context());
     let mut trainer = Trainer::new(lm.train.clone(), objective, None)?;
@@ -241,8 +299,15 @@ fn train_one(
             flops[flops.len() - 1]
         )));
     }
-    let curve =
-        report.evals.iter().filter_map(|(s, m)| m.get("val_loss").map(|&l| (*s, flops[*s as usize], l))).collect();
+    let curve = report
+        .evals
+        .iter()
+        .filter_map(|(s, m)| {
+            let val_loss = *m.get("val_loss")?;
+            let primitive_accuracy = m.get("primitive_accuracy").copied();
+            Some(CurvePoint { step: *s, flops: flops[*s as usize], val_loss, primitive_accuracy })
+        })
+        .collect();
     Ok(RunRow {
         method: operator.map_or("baseline", |o| o.name()).to_string(),
         operator,
@@ -273,7 +338,7 @@ fn claims(report: &mut Report, cfg: &MidasConfig, rows: &[RunRow]) {
     // FLOPs to reach the baseline's final validation loss, as a fraction of the baseline's FLOPs (not reached
     // within the run's own budget: not measured).
     let fraction = |b: &RunRow, x: &RunRow| {
-        let curve: Vec<(f64, f64)> = x.curve.iter().map(|&(_, f, l)| (f, l)).collect();
+        let curve: Vec<(f64, f64)> = x.curve.iter().map(|p| (p.flops, p.val_loss)).collect();
         flops_to_reach(&curve, b.final_val_loss).map_or(f64::NAN, |f| f / b.flops_total as f64)
     };
     for (id, op) in [("stacking-fewer-flops", Operator::CopyTop), ("midas-fewer-flops", Operator::CopyMiddle)] {
@@ -300,6 +365,38 @@ fn claims(report: &mut Report, cfg: &MidasConfig, rows: &[RunRow]) {
         loss(Operator::FreshMiddle) - loss(Operator::CopyMiddle),
         Check::Above(0.0),
     );
+    if let Some(mix) = &cfg.primitives {
+        let gap = |b: &RunRow, x: &RunRow| isoplot_gap(b, x, mix.min_accuracy);
+        report.check(
+            "midas-primitives-at-matched-loss",
+            "at matched validation loss (log-perplexity), MIDAS's held-out primitive accuracy is at least the baseline's (isoplot)",
+            "accuracy(MIDAS) - accuracy(baseline) at the lowest loss both reach, mean over replicates",
+            paired_mean(rows, cfg, Operator::CopyMiddle, gap),
+            Check::AtLeast(-mix.tolerance),
+        );
+    }
+}
+
+/// Accuracy at the first evaluation reaching `loss`, interpolated linearly in loss from the one before.
+fn accuracy_at_loss(row: &RunRow, loss: f64) -> Option<f64> {
+    let points: Vec<(f64, f64)> = row.curve.iter().filter_map(|p| Some((p.val_loss, p.primitive_accuracy?))).collect();
+    let i = points.iter().position(|&(l, _)| l <= loss)?;
+    if i == 0 {
+        return Some(points[0].1);
+    }
+    let ((l0, a0), (l1, a1)) = (points[i - 1], points[i]);
+    Some(a0 + (a1 - a0) * (l0 - loss) / (l0 - l1))
+}
+
+/// `accuracy(run) - accuracy(baseline)` at the lowest validation loss both runs reach; NaN when either never
+/// reaches it or both are below `floor` there (both at chance: the isoplot cannot tell them apart).
+pub fn isoplot_gap(baseline: &RunRow, run: &RunRow, floor: f64) -> f64 {
+    let best = |r: &RunRow| r.curve.iter().map(|p| p.val_loss).fold(f64::INFINITY, f64::min);
+    let matched = best(baseline).max(best(run));
+    match (accuracy_at_loss(baseline, matched), accuracy_at_loss(run, matched)) {
+        (Some(b), Some(x)) if b.max(x) >= floor => x - b,
+        _ => f64::NAN,
+    }
 }
 
 fn figures(ctx: &RunCtx, report: &mut Report, rows: &[RunRow]) -> Result<()> {
@@ -311,11 +408,11 @@ fn figures(ctx: &RunCtx, report: &mut Report, rows: &[RunRow]) -> Result<()> {
     .log_x();
     let mut boundaries = Vec::new();
     for row in rows.iter().filter(|r| r.replicate == 0) {
-        chart = chart.series(Series::line(&row.method, row.curve.iter().map(|&(_, f, l)| (f, l)).collect()));
+        chart = chart.series(Series::line(&row.method, row.curve.iter().map(|p| (p.flops, p.val_loss)).collect()));
         // Mark each stage start on the run's curve at the nearest evaluation.
         for &start in row.stage_start_flops.iter().skip(1) {
-            if let Some(&(_, f, l)) = row.curve.iter().find(|&&(_, f, _)| f >= start) {
-                boundaries.push((f, l));
+            if let Some(p) = row.curve.iter().find(|p| p.flops >= start) {
+                boundaries.push((p.flops, p.val_loss));
             }
         }
     }
@@ -326,5 +423,15 @@ fn figures(ctx: &RunCtx, report: &mut Report, rows: &[RunRow]) -> Result<()> {
         "validation loss against FLOPs; markers: first evaluation of each new stage",
         &chart,
     )?;
+    let mut iso = Chart::new(
+        "Isoplot: held-out primitive accuracy against validation loss (replicate 0)",
+        "validation loss (nats)",
+        "primitive accuracy (exact match)",
+    );
+    for row in rows.iter().filter(|r| r.replicate == 0) {
+        let pts = row.curve.iter().filter_map(|p| Some((p.val_loss, p.primitive_accuracy?))).collect();
+        iso = iso.series(Series::line(&row.method, pts));
+    }
+    report.line_figure(ctx, "isoplot.png", "primitive accuracy against validation loss at every evaluation", &iso)?;
     Ok(())
 }
