@@ -28,6 +28,21 @@ fn lm_trainer(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One trainer step of each stage of `growth/midas` quick (2, 4 and 6 layers of width 128, context 64, batch 12):
+/// the time of a stage relative to the full model's should follow the layers run.
+fn growth_stages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("growth_stage_step");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(12 * 64));
+    for layers in [2, 4, 6] {
+        let mut t = strata_benches::growth_stage_trainer(layers);
+        g.bench_function(format!("gpt_{layers}x128_b12_t64_trainer_step"), |b| {
+            b.iter(|| black_box(t.train_step().unwrap().loss))
+        });
+    }
+    g.finish();
+}
+
 fn cnn(c: &mut Criterion) {
     let mut g = c.benchmark_group("cnn_step");
     g.sample_size(10);
@@ -54,6 +69,6 @@ criterion_group! {
     name = benches;
     // No plots: plotters' SVG text needs system fonts, which minimal machines lack.
     config = Criterion::default().without_plots();
-    targets = lm, lm_trainer, cnn, icl
+    targets = lm, lm_trainer, growth_stages, cnn, icl
 }
 criterion_main!(benches);

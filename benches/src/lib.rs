@@ -218,6 +218,42 @@ pub fn lm_trainer_w2(dir: &std::path::Path) -> train::Trainer<train::lm::LmObjec
     train::Trainer::new(config.train.clone(), objective, Some(dir)).expect("valid config")
 }
 
+/// A trainer for the `growth/midas` quick shapes (width 128, 4 heads, rotary, context 64, batch 12) at `layers`
+/// layers, on a random byte stream: one stage of a grown run. Step time should scale with the layers run.
+pub fn growth_stage_trainer(layers: usize) -> train::Trainer<train::lm::LmObjective> {
+    use train::lm::{Corpus, LmConfig, LmObjective};
+    let config = LmConfig {
+        model: transformer::DecoderConfig {
+            vocab_size: 0,
+            context: 64,
+            d_model: 128,
+            n_layers: layers,
+            n_heads: 4,
+            positions: transformer::Positions::Rotary,
+            ..transformer::DecoderConfig::default()
+        },
+        model_seed: 0,
+        corpus: Corpus::Synthetic { tokens: 1 << 20, vocab: 256, seed: 1 },
+        batch: 12,
+        sampling: data::batch::WindowSampling::Random,
+        data_seed: 0,
+        eval_batches: 1,
+        train: train::TrainConfig {
+            steps: u64::MAX,
+            optimizer: tensor::optim::AdamConfig::adamw(2e-3, 0.1).into(),
+            schedule: tensor::Schedule::Constant,
+            grad_clip: Some(1.0),
+            eval_interval: 0,
+            checkpoint_interval: 0,
+            log_interval: 1,
+            seed: 0,
+            progress: false,
+        },
+    };
+    let objective = LmObjective::new(&config, None).expect("synthetic corpus needs no files");
+    train::Trainer::new(config.train.clone(), objective, None).expect("valid config")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
