@@ -145,11 +145,6 @@ impl Experiment for Wikitext2 {
     }
 }
 
-/// `lm` with every seed set to `seed`.
-fn seeded_run(lm: &LmConfig, seed: u64) -> LmConfig {
-    LmConfig { model_seed: seed, data_seed: seed, train: TrainConfig { seed, ..lm.train.clone() }, ..lm.clone() }
-}
-
 /// nanoGPT's `train_shakespeare_char.py` with the README's CPU overrides (`--block_size=64 --batch_size=12
 /// --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0`): AdamW lr 1e-3,
 /// betas (0.9, 0.99), weight decay 0.1 on matrices, 100 warmup steps, cosine to 1e-4, clipping at 1.0, tied
@@ -265,7 +260,7 @@ pub fn shakespeare_char(ctx: &RunCtx, cfg: &ShakespeareConfig) -> Result<Report>
     for i in 0..cfg.runs {
         let seed = ctx.seed_for(&format!("run {i}"));
         let out = if cfg.runs == 1 { ctx.out_dir()? } else { ctx.out_dir()?.join(format!("run-{i}")) };
-        let (objective, run) = train_lm(ctx, &seeded_run(&cfg.lm, seed), &out)?;
+        let (objective, run) = train_lm(ctx, &cfg.lm.with_seed(seed), &out)?;
         let estimate_seed = ctx.seed_for(&format!("run {i} estimate"));
         let (estimate, se) = nanogpt_val_estimate(&objective, cfg.estimate_batches, estimate_seed)?;
         per_run.push(serde_json::json!({
@@ -339,7 +334,7 @@ fn unigram_loss(train: &[u32], valid: &[u32], vocab: usize) -> f64 {
 
 /// `lm/wikitext2`: a small BPE GPT on WikiText-2; validation perplexity curve and throughput.
 pub fn wikitext2(ctx: &RunCtx, cfg: &Wikitext2Config) -> Result<Report> {
-    let config = seeded_run(&cfg.lm, ctx.seed_for("run 0"));
+    let config = cfg.lm.with_seed(ctx.seed_for("run 0"));
     let mut report = Report::new(ctx, cfg);
     let (objective, run) = train_lm(ctx, &config, &ctx.out_dir()?)?;
     common_metrics(&mut report, &objective, &run);

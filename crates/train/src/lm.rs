@@ -55,6 +55,18 @@ pub struct LmConfig {
     pub train: TrainConfig,
 }
 
+impl LmConfig {
+    /// The same run with every seed (model initialisation, data order, per-step streams) set to `seed`.
+    pub fn with_seed(&self, seed: u64) -> LmConfig {
+        LmConfig {
+            model_seed: seed,
+            data_seed: seed,
+            train: TrainConfig { seed, ..self.train.clone() },
+            ..self.clone()
+        }
+    }
+}
+
 /// Token streams and their vocabulary.
 #[derive(Debug, Clone)]
 pub struct TokenizedCorpus {

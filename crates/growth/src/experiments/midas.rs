@@ -274,8 +274,7 @@ fn train_one(
     seed: u64,
 ) -> Result<RunRow> {
     let plan: Option<GrowthPlan> = operator.map(|op| growth(cfg, op).plan(cfg.lm.train.steps)).transpose()?;
-    let mut lm = cfg.lm.clone();
-    (lm.model_seed, lm.data_seed, lm.train.seed) = (seed, seed, seed);
+    let mut lm = cfg.lm.with_seed(seed);
     if let Some(p) = &plan {
         lm.model.n_layers = p.config.stage_layers[0];
     }

@@ -105,13 +105,8 @@ fn measure(ctx: &RunCtx, cfg: &DepthVsKappaConfig) -> Result<(Vec<DepthRow>, Vec
         let scale = norm_factor(&eval);
         for family in FAMILIES {
             for &depth in &cfg.depths {
-                let loss = match cfg.training.train(ctx, family, &task, kappa, depth, &mut retries)? {
-                    Some(model) => {
-                        model.params.save(&ctx.out_dir()?.join(family.weights_file(kappa, depth)), None)?;
-                        Some(eval_mse(&model, &eval, depth) / scale)
-                    }
-                    None => None,
-                };
+                let model = cfg.training.train(ctx, family, &task, kappa, depth, &mut retries)?;
+                let loss = model.map(|m| eval_mse(&m, &eval, depth) / scale);
                 rows.push(DepthRow { family: family.name(), kappa, depth, loss });
                 bar.inc(1);
             }

@@ -108,16 +108,12 @@ fn measure(ctx: &RunCtx, cfg: &MonotonicityConfig) -> Result<(Vec<DepthCurve>, V
     let (tokens, targets, scale) = (eval.tokens::<f64>(), eval.targets::<f64>(), norm_factor(&eval));
     let mut rows = Vec::new();
     for family in FAMILIES {
-        let points = match cfg.training.train(ctx, family, &task, cfg.kappa, cfg.depth, &mut retries)? {
-            Some(model) => {
-                model.params.save(&ctx.out_dir()?.join(family.weights_file(cfg.kappa, cfg.depth)), None)?;
-                let max_eval = if family.looped { cfg.loop_factor * cfg.depth } else { cfg.depth };
-                let predictions = model.predictions(&tokens, max_eval);
-                let mse = |p: &tensor::Tensor<f64>| tensor::no_grad(|| p.mse(&targets).item()) / scale;
-                Some(predictions.iter().enumerate().map(|(l, p)| (l as f64 + 1.0, mse(p))).collect())
-            }
-            None => None,
-        };
+        let model = cfg.training.train(ctx, family, &task, cfg.kappa, cfg.depth, &mut retries)?;
+        let points = model.map(|m| {
+            let max_eval = if family.looped { cfg.loop_factor * cfg.depth } else { cfg.depth };
+            let mse = |p: &tensor::Tensor<f64>| tensor::no_grad(|| p.mse(&targets).item()) / scale;
+            m.predictions(&tokens, max_eval).iter().enumerate().map(|(l, p)| (l as f64 + 1.0, mse(p))).collect()
+        });
         rows.push(DepthCurve { family: family.name(), looped: family.looped, points });
     }
     Ok((rows, retries))

@@ -134,10 +134,11 @@ impl P1Training {
         }
     }
 
-    /// Trains one model of `family` at `depth` on `task` from the run's stream for it. A run that diverges
-    /// (a non-finite training loss: in deep cubic models one prompt can overflow) is retried once at a lower
-    /// learning rate; retries are recorded in `retries`, and a model that diverges twice is recorded there too
-    /// and returned as `None` (left out, not fatal).
+    /// Trains one model of `family` at `depth` on `task` from the run's stream for it and saves its weights
+    /// beside the report ([`Family::weights_file`]). A run that diverges (a non-finite training loss: in deep
+    /// cubic models one prompt can overflow) is retried once at a lower learning rate; retries are recorded in
+    /// `retries`, and a model that diverges twice is recorded there too and returned as `None` (left out, not
+    /// fatal).
     pub fn train(
         &self,
         ctx: &RunCtx,
@@ -160,8 +161,12 @@ impl P1Training {
             _ => None,
         };
         let name = format!("{} L={depth} kappa={kappa}", family.name());
+        let save = |m: LsaModel<f64>| -> Result<Option<LsaModel<f64>>> {
+            m.params.save(&ctx.out_dir()?.join(family.weights_file(kappa, depth)), None)?;
+            Ok(Some(m))
+        };
         let first = train_model(&model, task, &self.train_config(family, depth, self.lr), seed);
-        let Some(step) = diverged_at(&first) else { return first.map(Some) };
+        let Some(step) = diverged_at(&first) else { return save(first?) };
         let lower = self.lr * self.retry_lr_factor;
         retries.push(format!("{name}: diverged at step {step}, retried with lr {lower}"));
         let second = train_model(&model, task, &self.train_config(family, depth, lower), seed);
@@ -170,7 +175,7 @@ impl P1Training {
                 retries.push(format!("{name}: diverged again at step {step}; left out"));
                 Ok(None)
             }
-            None => second.map(Some),
+            None => save(second?),
         }
     }
 }

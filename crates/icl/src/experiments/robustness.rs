@@ -119,14 +119,11 @@ fn measure(ctx: &RunCtx, cfg: &RobustnessConfig) -> Result<(Vec<ShiftRow>, Vec<S
     for family in families() {
         for depth in cfg.depths.iter().copied().filter(|&l| l >= 2) {
             // Normalised by each distribution's E[y^2]: shifting eigenvalues also scales the labels.
-            let losses = match cfg.training.train(ctx, family, &task, cfg.kappa, depth, &mut retries)? {
-                Some(model) => {
-                    model.params.save(&ctx.out_dir()?.join(family.weights_file(cfg.kappa, depth)), None)?;
-                    let loss = |e: &Prompts| eval_mse(&model, e, depth) / norm_factor(e);
-                    Some(evals.iter().map(loss).map(|v| if v.is_finite() { v } else { f64::INFINITY }).collect())
-                }
-                None => None,
-            };
+            let model = cfg.training.train(ctx, family, &task, cfg.kappa, depth, &mut retries)?;
+            let losses = model.map(|m| {
+                let loss = |e: &Prompts| eval_mse(&m, e, depth) / norm_factor(e);
+                evals.iter().map(loss).map(|v| if v.is_finite() { v } else { f64::INFINITY }).collect()
+            });
             rows.push(ShiftRow { family: family.name(), depth, losses });
         }
     }
