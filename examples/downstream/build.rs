@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-const CRATES: [&str; 9] = ["tensor", "report", "data", "icl", "saliency", "datamodels", "transformer", "train", "growth"];
+const CRATES: [&str; 10] =
+    ["tensor", "report", "data", "icl", "saliency", "datamodels", "transformer", "train", "growth", "salt"];
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

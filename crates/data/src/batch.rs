@@ -49,6 +49,8 @@ pub struct LmBatcher {
     sampling: WindowSampling,
     seed: u64,
     drawn: u64,
+    /// Window starts this batcher draws from (`None`: every offset, or every non-overlapping window).
+    selected: Option<Arc<[usize]>>,
 }
 
 impl LmBatcher {
@@ -71,7 +73,7 @@ impl LmBatcher {
                 format!("a stream of {} tokens has no window of {} (+1 target)", tokens.len(), context),
             ));
         }
-        Ok(LmBatcher { tokens, context, batch, sampling, seed, drawn: 0 })
+        Ok(LmBatcher { tokens, context, batch, sampling, seed, drawn: 0, selected: None })
     }
 
     pub fn context(&self) -> usize {
@@ -86,9 +88,48 @@ impl LmBatcher {
         &self.tokens
     }
 
-    /// Non-overlapping windows in the stream (the epoch length of [`WindowSampling::Shuffled`], in windows).
+    /// Non-overlapping windows in the stream (the epoch length of [`WindowSampling::Shuffled`], in windows);
+    /// for a selection, the number of selected windows.
     pub fn windows_per_epoch(&self) -> usize {
-        (self.tokens.len() - 1) / self.context
+        match &self.selected {
+            Some(s) => s.len(),
+            None => (self.tokens.len() - 1) / self.context,
+        }
+    }
+
+    /// A batcher over the same stream that draws only the windows starting at `starts` (data selection: e.g.
+    /// SALT's "hard but learnable" sequences). [`WindowSampling::Random`] picks a selected window uniformly for
+    /// every row; [`WindowSampling::Shuffled`] walks a fresh permutation of the selection every epoch. The
+    /// selection is part of the configuration, not of [`BatcherState`]: a resumed run selects again.
+    pub fn select_windows(&self, starts: Vec<usize>, sampling: WindowSampling, seed: u64) -> Result<Self> {
+        let here = std::path::Path::new("<batcher>");
+        if starts.is_empty() {
+            return Err(format_err(here, "an empty window selection".to_string()));
+        }
+        if let Some(&bad) = starts.iter().find(|&&s| s + self.context >= self.tokens.len()) {
+            return Err(format_err(
+                here,
+                format!(
+                    "selected window start {bad} + context {} runs past the stream of {} tokens",
+                    self.context,
+                    self.tokens.len()
+                ),
+            ));
+        }
+        Ok(LmBatcher { tokens: self.tokens.clone(), sampling, seed, drawn: 0, selected: Some(starts.into()), ..*self })
+    }
+
+    /// The same stream, selection, sampling and seed with `batch` windows per batch, at position 0.
+    pub fn resized(&self, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(format_err(std::path::Path::new("<batcher>"), "batch must be positive".to_string()));
+        }
+        Ok(LmBatcher { batch, drawn: 0, ..self.clone() })
+    }
+
+    /// The selected window starts, if this batcher draws from a selection.
+    pub fn selection(&self) -> Option<&[usize]> {
+        self.selected.as_deref()
     }
 
     pub fn state(&self) -> BatcherState {
@@ -120,8 +161,13 @@ impl LmBatcher {
             WindowSampling::Random => {
                 let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
                 rng.set_stream(index);
-                let hi = self.tokens.len() - self.context;
-                (0..self.batch).map(|_| rng.random_range(0..hi)).collect()
+                match &self.selected {
+                    Some(sel) => (0..self.batch).map(|_| sel[rng.random_range(0..sel.len())]).collect(),
+                    None => {
+                        let hi = self.tokens.len() - self.context;
+                        (0..self.batch).map(|_| rng.random_range(0..hi)).collect()
+                    }
+                }
             }
             WindowSampling::Shuffled => {
                 let per_epoch = self.windows_per_epoch() as u64;
@@ -129,7 +175,11 @@ impl LmBatcher {
                     .map(|j| {
                         let k = index * self.batch as u64 + j;
                         let (epoch, slot) = (k / per_epoch, (k % per_epoch) as usize);
-                        self.epoch_order(epoch)[slot] * self.context
+                        let window = self.epoch_order(epoch)[slot];
+                        match &self.selected {
+                            Some(sel) => sel[window],
+                            None => window * self.context,
+                        }
                     })
                     .collect()
             }
@@ -160,19 +210,22 @@ impl LmBatcher {
         order
     }
 
-    /// Every non-overlapping window in order, in batches (evaluation over a whole split), built as they are
-    /// consumed. The last batch may be smaller.
+    /// Every non-overlapping window (or every selected one) in order, in batches (evaluation over a whole
+    /// split, scoring for selection), built as they are consumed. The last batch may be smaller.
     pub fn sequential_batches(&self) -> impl Iterator<Item = LmBatch> + '_ {
         let n = self.windows_per_epoch();
         (0..n).step_by(self.batch).map(move |first| {
-            let starts: Vec<usize> = (first..n.min(first + self.batch)).map(|w| w * self.context).collect();
+            let starts: Vec<usize> = (first..n.min(first + self.batch))
+                .map(|w| self.selected.as_ref().map_or(w * self.context, |s| s[w]))
+                .collect();
             self.windows(&starts)
         })
     }
 
-    /// A batcher over the same token stream (shared, not copied) with another sampling and seed, at position 0.
+    /// A batcher over the same token stream and selection (shared, not copied) with another sampling and seed,
+    /// at position 0.
     pub fn resampled(&self, sampling: WindowSampling, seed: u64) -> Self {
-        LmBatcher { tokens: self.tokens.clone(), sampling, seed, drawn: 0, ..*self }
+        LmBatcher { tokens: self.tokens.clone(), sampling, seed, drawn: 0, selected: self.selected.clone(), ..*self }
     }
 }
 

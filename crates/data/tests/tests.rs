@@ -304,6 +304,43 @@ mod batching {
     }
 
     #[test]
+    fn a_selection_draws_only_its_windows_and_resumes() {
+        let base = LmBatcher::new(stream(), 8, 4, WindowSampling::Shuffled, 3).unwrap();
+        let chosen = vec![3, 100, 517, 990];
+        for sampling in [WindowSampling::Random, WindowSampling::Shuffled] {
+            let mut sel = base.select_windows(chosen.clone(), sampling, 9).unwrap();
+            assert_eq!(sel.windows_per_epoch(), 4);
+            let batches: Vec<_> = (0..12).map(|_| sel.next_batch()).collect();
+            let mut seen = std::collections::BTreeSet::new();
+            for b in &batches {
+                for row in b.inputs.chunks(8) {
+                    assert!(chosen.contains(&row[0]), "{} not selected", row[0]);
+                    seen.insert(row[0]);
+                }
+            }
+            assert_eq!(seen.len(), 4, "{sampling:?} should reach every selected window in 48 draws");
+            let mut resumed = base.select_windows(chosen.clone(), sampling, 9).unwrap();
+            resumed.restore(sel.state()).unwrap();
+            let mut again = base.select_windows(chosen.clone(), sampling, 9).unwrap();
+            for _ in 0..12 {
+                again.next_batch();
+            }
+            assert_eq!(resumed.next_batch(), again.next_batch());
+        }
+        // Shuffled: each epoch is a permutation of the selection.
+        let mut sel = base.select_windows(chosen.clone(), WindowSampling::Shuffled, 1).unwrap();
+        let mut epoch: Vec<usize> = sel.next_batch().inputs.chunks(8).map(|w| w[0]).collect();
+        epoch.sort();
+        assert_eq!(epoch, chosen);
+        let seq: Vec<usize> =
+            sel.sequential_batches().flat_map(|b| b.inputs.chunks(8).map(|w| w[0]).collect::<Vec<_>>()).collect();
+        assert_eq!(seq, chosen);
+        assert!(base.select_windows(vec![], WindowSampling::Random, 0).is_err());
+        assert!(base.select_windows(vec![992], WindowSampling::Random, 0).is_err());
+        assert!(base.select_windows(vec![991], WindowSampling::Random, 0).is_ok());
+    }
+
+    #[test]
     fn bad_batcher_configs_are_errors_and_padding_masks() {
         assert!(LmBatcher::new(vec![1, 2, 3], 3, 1, WindowSampling::Random, 0).is_err());
         assert!(LmBatcher::new(stream(), 0, 1, WindowSampling::Random, 0).is_err());

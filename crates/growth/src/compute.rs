@@ -2,14 +2,7 @@
 
 /// The compute at which a curve of `(flops, loss)` points (in training order) first reaches `target`,
 /// interpolating linearly between the evaluation before and the one that reached it; `None` when it never does.
-pub fn flops_to_reach(curve: &[(f64, f64)], target: f64) -> Option<f64> {
-    let first = curve.iter().position(|&(_, l)| l <= target)?;
-    if first == 0 {
-        return Some(curve[0].0);
-    }
-    let ((f0, l0), (f1, l1)) = (curve[first - 1], curve[first]);
-    Some(f0 + (f1 - f0) * (l0 - target) / (l0 - l1))
-}
+pub use report::stats::first_reach as flops_to_reach;
 
 /// Layer FLOPs of a Prop-alpha schedule relative to training the final model throughout, for stages of equal
 /// depth increments (stage `i` of `k` runs `i/k` of the layers): `sum_i (i/k) T_i / sum_i T_i`. For alpha 1

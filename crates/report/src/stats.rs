@@ -1,5 +1,5 @@
 //! Statistics that reproductions compute claims from: rank correlations (Spearman, Kendall's tau-b), percentile
-//! bootstrap intervals, and binned calibration error (ECE).
+//! bootstrap intervals, binned calibration error (ECE), and where a training curve first reaches a loss.
 //!
 //! Every function returns a [`StatsError`] when the data cannot give the number (too few points, a constant
 //! input, a NaN, lengths that differ): a claim built on such a value is *not measured*, never silently 0.
@@ -293,4 +293,16 @@ impl SplitMix64 {
     fn below(&mut self, n: usize) -> usize {
         ((self.next() as u128 * n as u128) >> 64) as usize
     }
+}
+
+/// The `x` (steps, FLOPs, seconds) at which a curve of `(x, loss)` points in training order first reaches
+/// `target`, interpolated linearly between the point before and the one that reached it; `None` when it never
+/// does (then the cost to reach it is not measured, only bounded below by the curve's last `x`).
+pub fn first_reach(curve: &[(f64, f64)], target: f64) -> Option<f64> {
+    let first = curve.iter().position(|&(_, l)| l <= target)?;
+    if first == 0 {
+        return Some(curve[0].0);
+    }
+    let ((x0, l0), (x1, l1)) = (curve[first - 1], curve[first]);
+    Some(x0 + (x1 - x0) * (l0 - target) / (l0 - l1))
 }

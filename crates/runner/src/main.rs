@@ -26,6 +26,7 @@ fn experiments() -> Vec<Box<dyn DynExperiment>> {
         saliency::experiments::all(),
         train::experiments::all(),
         growth::experiments::all(),
+        salt::experiments::all(),
         datamodels::experiments::all(),
     ]
     .into_iter()

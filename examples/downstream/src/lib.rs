@@ -30,3 +30,6 @@ pub mod train {}
 
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/growth.md"))]
 pub mod growth {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/salt.md"))]
+pub mod salt {}
