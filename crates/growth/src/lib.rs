@@ -15,6 +15,13 @@
 //!   grown run's shape from its checkpoint step and continues it bit for bit.
 //! - [`compute`]: FLOPs to reach a loss, read off a run's `(flops, loss)` curve; the trainer counts the
 //!   matrix-product FLOPs of the layers actually run on every metrics line.
+//! - [`lag`]: LAG (P5): [`grow_candidates`] grows independent forks of a run with each operator of a pool and
+//!   trains them for a lag; [`pick`] takes the lowest validation loss at the chosen lag; [`run_adaptive`] applies
+//!   the choice at every stage (adaptive gradual stacking) with the candidates' FLOPs charged to the run.
+//! - [`raptr`]: RaPTr (P6): a [`RaptrPlan`] draws each step's random path of layers (fixed size or Bernoulli,
+//!   first and last layers kept or not, kept layers rescaled or not) with path lengths growing in stages; the
+//!   [`RaptrHook`] hands it to the LM objective, which runs only those layers (`Decoder::forward_path`), so the
+//!   trainer counts the FLOPs of the layers run and skipped layers get no update.
 //! - [`primitives`]: reasoning primitives (variable assignment of depth k in math and code forms, induction
 //!   copying, arithmetic) from a seed, with disjoint train/test names and values and brute-force solvers.
 //! - [`experiments`]: the `growth/midas` reproduction.
@@ -68,13 +75,17 @@
 pub mod compute;
 pub mod experiments;
 pub mod hook;
+pub mod lag;
 pub mod operators;
 pub mod primitives;
+pub mod raptr;
 pub mod schedule;
 
 pub use compute::{flops_to_reach, prop_alpha_layer_fraction};
 pub use hook::{GrowthHook, resume};
+pub use lag::{Candidate, LagChoice, LagConfig, adaptive_stage, grow_candidates, pick, run_adaptive};
 pub use operators::{GrowthEvent, MomentPolicy, Operator, grow};
+pub use raptr::{PathSampler, PathScaling, RaptrConfig, RaptrHook, RaptrPlan};
 pub use schedule::{GrowthConfig, GrowthPlan, StageLengths, prop_alpha_lengths};
 pub use {data, report, tensor, train, transformer};
 

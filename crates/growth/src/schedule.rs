@@ -56,7 +56,16 @@ impl GrowthConfig {
                 ));
             }
         }
-        let starts = match &self.lengths {
+        let starts = self.lengths.starts(k, total_steps)?;
+        Ok(GrowthPlan { config: self.clone(), starts, total_steps })
+    }
+}
+
+impl StageLengths {
+    /// The start step of each of `k` stages in a run of `total_steps` (the first is 0).
+    pub fn starts(&self, k: usize, total_steps: u64) -> Result<Vec<u64>> {
+        let bad = |m: String| Err(Error::Config(m));
+        let starts = match self {
             StageLengths::PropAlpha { alpha } => {
                 if !alpha.is_finite() || *alpha < 0.0 {
                     return bad(format!("alpha {alpha} must be finite and non-negative"));
@@ -78,7 +87,7 @@ impl GrowthConfig {
         if starts.windows(2).any(|w| w[1] <= w[0]) {
             return bad(format!("{total_steps} steps are too few for {k} stages ({starts:?})"));
         }
-        Ok(GrowthPlan { config: self.clone(), starts, total_steps })
+        Ok(starts)
     }
 }
 

@@ -376,3 +376,203 @@ fn an_answer_probe_scores_teacher_forced_exact_match() {
     let too_long = AnswerProbe { name: "long".into(), examples: vec![(vec![97; 16], vec![98])] };
     assert!(too_long.accuracy(&t.objective.model).is_err(), "17 tokens in a 16-token context");
 }
+
+mod raptr {
+    use super::lm;
+    use strata_growth::train::Trainer;
+    use strata_growth::train::lm::LmObjective;
+    use strata_growth::transformer::flops;
+    use strata_growth::{PathSampler, PathScaling, RaptrConfig, RaptrHook, StageLengths};
+
+    fn config(n_layers: usize, path_lengths: Vec<usize>, sampler: PathSampler, fixed: bool) -> RaptrConfig {
+        RaptrConfig {
+            n_layers,
+            path_lengths,
+            lengths: StageLengths::PropAlpha { alpha: 0.0 },
+            sampler,
+            keep_first_last: fixed,
+            scaling: PathScaling::InverseKeep,
+            seed: 3,
+        }
+    }
+
+    #[test]
+    fn the_full_path_unscaled_is_the_full_model_exactly() {
+        let cfg = lm(3, 6, 0);
+        let mut plain = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+        plain.run().unwrap();
+        let mut full = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+        let plan = config(3, vec![3], PathSampler::FixedSize, true).plan(6).unwrap();
+        assert_eq!(plan.path_at(4), vec![(0, 1.0), (1, 1.0), (2, 1.0)]);
+        full.add_hook(Box::new(RaptrHook { plan }));
+        full.run().unwrap();
+        for (name, var) in plain.objective.model.params.iter() {
+            let other = full.objective.model.params.get(&name).unwrap();
+            assert_eq!(var.value().as_slice(), other.value().as_slice(), "{name}");
+        }
+        assert_eq!(plain.flops_run(), full.flops_run());
+    }
+
+    /// Chi-square goodness of fit of per-layer keep counts against the keep probabilities (critical value at
+    /// p = 0.001 for the degrees of freedom used), fixed layers always kept, fixed-size paths of exact length.
+    #[test]
+    fn sampled_paths_keep_layers_at_their_probabilities() {
+        let draws = 4000u64;
+        // 8 layers, path 5: with fixed ends 3 of the 6 middle layers (p = 0.5); without, 5 of 8 (p = 0.625).
+        for (sampler, fixed) in [
+            (PathSampler::FixedSize, true),
+            (PathSampler::FixedSize, false),
+            (PathSampler::Bernoulli, true),
+            (PathSampler::Bernoulli, false),
+        ] {
+            let plan = config(8, vec![5, 8], sampler, fixed).plan(2 * draws).unwrap();
+            let probs = plan.keep_probabilities(0);
+            let mut counts = [0u64; 8];
+            for step in 0..draws {
+                let path = plan.path_at(step);
+                if sampler == PathSampler::FixedSize {
+                    assert_eq!(path.len(), 5);
+                }
+                if fixed {
+                    assert!(path.first().unwrap().0 == 0 && path.last().unwrap().0 == 7);
+                }
+                for (l, scale) in path {
+                    counts[l] += 1;
+                    assert!((scale - 1.0 / probs[l]).abs() < 1e-12);
+                }
+            }
+            let free: Vec<usize> = (0..8).filter(|&l| probs[l] < 1.0).collect();
+            // Each layer's keep count is binomial(draws, p): sum of squared z-scores over the free layers.
+            let chi2: f64 = free
+                .iter()
+                .map(|&l| {
+                    let expected = draws as f64 * probs[l];
+                    (counts[l] as f64 - expected).powi(2) / (expected * (1.0 - probs[l]))
+                })
+                .sum();
+            // Critical values at p = 0.001: 22.46 (6 dof), 26.12 (8 dof).
+            let critical = if free.len() == 6 { 22.46 } else { 26.12 };
+            assert!(chi2 < critical, "{sampler:?} fixed {fixed}: chi2 {chi2} counts {counts:?} probs {probs:?}");
+            // The last stage runs every layer unscaled.
+            assert_eq!(plan.path_at(2 * draws - 1), (0..8).map(|l| (l, 1.0)).collect::<Vec<_>>());
+        }
+        assert!(config(8, vec![1, 8], PathSampler::FixedSize, true).plan(10).is_err());
+        assert!(config(8, vec![6, 5], PathSampler::FixedSize, true).plan(10).is_err());
+        assert!(config(8, vec![9], PathSampler::FixedSize, true).plan(10).is_err());
+    }
+
+    #[test]
+    fn skipped_layers_and_their_moments_are_untouched_and_flops_count_the_layers_run() {
+        let cfg = lm(4, 8, 0);
+        let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+        for _ in 0..3 {
+            t.train_step().unwrap(); // every layer has Adam moments now
+        }
+        let before_params = t.objective.model.params.deep_copy();
+        let before_state = t.optimizer.state().clone();
+        t.objective.path = Some(vec![(0, 1.0), (2, 2.0), (3, 1.0)]);
+        let flops_before = t.flops_run();
+        t.train_step().unwrap();
+        let c = t.objective.model.config.clone();
+        assert_eq!(t.flops_run() - flops_before, flops::decoder_step(&c, 4, 16, 3).total());
+        for (name, var) in t.objective.model.params.iter() {
+            let old = before_params.get(&name).unwrap().value();
+            let moved = var.value() != old;
+            assert_eq!(moved, !name.starts_with("layers.1."), "{name}");
+            let (a, b) = (&t.optimizer.state().per_param[&name], &before_state.per_param[&name]);
+            if name.starts_with("layers.1.") {
+                assert_eq!(a.step, b.step, "{name}: step count");
+                assert_eq!(a.buffers, b.buffers, "{name}: moments");
+            } else {
+                assert_eq!(a.step, b.step + 1, "{name}");
+            }
+        }
+    }
+}
+
+mod lag {
+    use super::lm;
+    use strata_growth::train::Trainer;
+    use strata_growth::train::lm::LmObjective;
+    use strata_growth::transformer::flops;
+    use strata_growth::{
+        GrowthConfig, LagConfig, MomentPolicy, Operator, StageLengths, adaptive_stage, grow_candidates, pick,
+        run_adaptive,
+    };
+
+    fn lag_config(pick_lag: u64) -> LagConfig {
+        LagConfig {
+            operators: vec![Operator::CopyTop, Operator::CopyMiddle, Operator::Interleave, Operator::FreshTop],
+            pick_lag,
+            moments: MomentPolicy::Fresh,
+            seed: 7,
+        }
+    }
+
+    fn trained_small(steps_before: u64, total: u64) -> Trainer<LmObjective> {
+        let cfg = lm(2, total, 0);
+        let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+        for _ in 0..steps_before {
+            t.train_step().unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn candidates_share_no_storage_and_the_pick_is_the_lowest_loss_at_the_lag() {
+        let run = trained_small(4, 20);
+        let before = run.objective.validation_loss().unwrap();
+        let cands = grow_candidates(&run, &lag_config(3), 1, 1, 2, &[0, 1, 3]).unwrap();
+        assert_eq!(cands.len(), 4);
+        for c in &cands {
+            assert_eq!(c.trainer.objective.model.n_layers(), 4);
+            assert_eq!(c.trainer.step_count(), 7);
+            assert_eq!(c.losses.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 1, 3]);
+            assert!(!c.trainer.objective.model.params.same_store(&run.objective.model.params));
+        }
+        // Zeroing one fork's weights touches neither the run nor the other forks.
+        cands[0].trainer.objective.model.params.get("layers.0.attn.qkv.weight").unwrap().update(|w| w.fill(0.0));
+        assert_eq!(run.objective.validation_loss().unwrap(), before);
+        let other = cands[1].trainer.objective.model.params.get("layers.0.attn.qkv.weight").unwrap().value();
+        assert!(other.iter().any(|&w| w != 0.0));
+        assert_eq!(run.step_count(), 4);
+        let best = pick(&cands, 3).unwrap();
+        let lowest = cands.iter().map(|c| c.loss_at(3).unwrap()).fold(f64::INFINITY, f64::min);
+        assert_eq!(cands[best].loss_at(3).unwrap(), lowest);
+        assert!(pick(&cands, 2).is_err(), "no loss recorded at lag 2");
+    }
+
+    #[test]
+    fn the_adaptive_run_grows_exactly_like_the_picked_fork_and_counts_every_candidate() {
+        // Stage at step 4, grown once by copying: the run after adaptive_stage is the picked fork at lag 0.
+        let mut run = trained_small(4, 20);
+        let forks = grow_candidates(&run, &lag_config(3), 1, 1, 2, &[0, 3]).unwrap();
+        let choice = adaptive_stage(&mut run, &lag_config(3), 1, 1, 2).unwrap();
+        let best = pick(&forks, 3).unwrap();
+        assert_eq!(choice.picked, forks[best].operator);
+        assert_eq!(run.objective.validation_loss().unwrap(), forks[best].loss_at(0).unwrap());
+
+        // The whole adaptive run's compute: 2-layer steps, every candidate's lag steps at 4 layers, and the rest.
+        let cfg = lm(2, 20, 0);
+        let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), None).unwrap();
+        let plan = GrowthConfig {
+            stage_layers: vec![2, 4],
+            lengths: StageLengths::Starts { starts: vec![6] },
+            operator: Operator::CopyTop,
+            block: 2,
+            moments: MomentPolicy::Fresh,
+            seed: 0,
+        }
+        .plan(20)
+        .unwrap();
+        let (report, choices) = run_adaptive(&mut t, &plan, &lag_config(3)).unwrap();
+        assert_eq!(choices.len(), 1);
+        assert_eq!(t.objective.model.n_layers(), 4);
+        let c = t.objective.model.config.clone();
+        let step = |layers| flops::decoder_step(&c, 4, 16, layers).total();
+        let expected = 6 * step(2) + 4 * 3 * step(4) + 14 * step(4);
+        assert_eq!(choices[0].selection_flops, 4 * 3 * step(4));
+        assert_eq!(report.flops_total, expected);
+        assert_eq!(t.flops_run(), expected);
+    }
+}

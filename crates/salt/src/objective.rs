@@ -102,17 +102,17 @@ impl Objective for SaltObjective {
         }
         let b = self.selected.as_mut().unwrap_or(&mut self.student.train).next_batch();
         let model = &self.student.model;
-        let layers = self.student.layers.clone().unwrap_or_else(|| model.all_layers());
+        let path = self.student.training_path();
         let vocab = model.config.vocab_size;
         let rows = b.batch * b.context;
-        let logits = model.forward_layers(&b.inputs, b.batch, b.context, &layers, Some(rng))?.reshape(&[rows, vocab]);
+        let logits = model.forward_path(&b.inputs, b.batch, b.context, &path, Some(rng))?.reshape(&[rows, vocab]);
         let started = Instant::now();
         let teacher_logits = no_grad(|| self.teacher.forward(&b.inputs, b.batch, b.context))?.reshape(&[rows, vocab]);
         self.teacher_seconds += started.elapsed().as_secs_f64();
         let teacher_flops = flops::decoder_forward(&self.teacher.config, b.batch, b.context, self.teacher.n_layers());
         self.teacher_flops += teacher_flops;
         self.last_step_flops =
-            flops::decoder_step(&model.config, b.batch, b.context, layers.len()).total() + teacher_flops;
+            flops::decoder_step(&model.config, b.batch, b.context, path.len()).total() + teacher_flops;
         Ok(mixed_loss(&logits, &b.targets, &teacher_logits, weight, self.distill.temperature))
     }
 

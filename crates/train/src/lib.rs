@@ -311,6 +311,17 @@ impl<O: Objective> Trainer<O> {
         self.step
     }
 
+    /// Continues the step count from `step` (the learning-rate schedule and per-step random streams with it), for
+    /// a run forked from another at that step (growth-operator candidates). FLOP and token totals stay this
+    /// trainer's own.
+    pub fn start_at(&mut self, step: u64) -> Result<()> {
+        if step >= self.config.steps {
+            return Err(Error::Config(format!("cannot start at step {step} of a {}-step run", self.config.steps)));
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// Matrix-product FLOPs (forward and backward) of every step run so far, across resumes: the compute axis
     /// that growth and distillation comparisons are plotted against. An objective's extra work that is not a
     /// step of the trained model (a teacher's forward pass, a selection pass) is its own to add with

@@ -240,8 +240,9 @@ pub struct LmObjective {
     pub train: LmBatcher,
     pub valid: LmBatcher,
     pub eval_batches: usize,
-    /// Layers the next steps run (`None`: all, in order); hooks set this for layer dropping or RaPTr.
-    pub layers: Option<Vec<usize>>,
+    /// The path of `(layer, branch scale)` the next training steps run (`None`: every layer, in order, unscaled);
+    /// hooks set it for layer dropping or RaPTr. Evaluation always runs the full, unscaled model.
+    pub path: Option<Vec<(usize, f64)>>,
     pub decoder: TextDecoder,
     /// Exact-match probes scored at every evaluation (none by default).
     pub probes: Vec<AnswerProbe>,
@@ -280,7 +281,7 @@ impl LmObjective {
             train,
             valid,
             eval_batches: config.eval_batches,
-            layers: None,
+            path: None,
             decoder: corpus.decoder,
             probes: Vec::new(),
             last_layers_run: n,
@@ -299,6 +300,26 @@ impl LmObjective {
         Ok(total / count.max(1) as f64)
     }
 
+    /// An independent copy: the weights deep-copied (no shared storage), the data position and everything else
+    /// copied. Growth-operator selection (LAG) trains such forks side by side.
+    pub fn fork(&self) -> LmObjective {
+        LmObjective {
+            model: self.model.deep_copy(),
+            train: self.train.clone(),
+            valid: self.valid.clone(),
+            eval_batches: self.eval_batches,
+            path: self.path.clone(),
+            decoder: self.decoder.clone(),
+            probes: self.probes.clone(),
+            last_layers_run: self.last_layers_run,
+        }
+    }
+
+    /// The path the next training step runs: [`LmObjective::path`], or every layer unscaled.
+    pub fn training_path(&self) -> Vec<(usize, f64)> {
+        self.path.clone().unwrap_or_else(|| self.model.all_layers().into_iter().map(|l| (l, 1.0)).collect())
+    }
+
     /// A text sample continuing `prompt_ids`.
     pub fn sample(&self, prompt_ids: &[u32], n: usize, temperature: f64, seed: u64) -> Result<String> {
         let prompt: Vec<usize> = prompt_ids.iter().map(|&i| i as usize).collect();
@@ -315,9 +336,9 @@ impl Objective for LmObjective {
 
     fn train_loss(&mut self, _step: u64, rng: &mut Rng) -> Result<Tensor<f32>> {
         let b = self.train.next_batch();
-        let layers = self.layers.clone().unwrap_or_else(|| self.model.all_layers());
-        self.last_layers_run = layers.len();
-        Ok(self.model.loss_layers(&b.inputs, &b.targets, b.batch, b.context, &layers, Some(rng))?)
+        let path = self.training_path();
+        self.last_layers_run = path.len();
+        Ok(self.model.loss_path(&b.inputs, &b.targets, b.batch, b.context, &path, Some(rng))?)
     }
 
     fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {

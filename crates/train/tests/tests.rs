@@ -186,7 +186,7 @@ fn hooks_run_at_step_boundaries_and_can_grow_the_model() {
     assert!(t.objective.model.params.contains("layers.2.attn.qkv.weight"));
     assert!(report.final_eval["val_loss"].is_finite());
     // Layer subsets for the next steps (layer dropping) go through the objective.
-    t.objective.layers = Some(vec![0, 2]);
+    t.objective.path = Some(vec![(0, 1.0), (2, 2.0)]);
     let mut rng = tensor::seeded(0);
     assert!(t.objective.train_loss(0, &mut rng).unwrap().item().is_finite());
     assert_eq!(

@@ -155,7 +155,8 @@ impl<F: Float> DecoderLayer<F> {
     }
 
     /// `x: [b, t, d]` at absolute positions `start..start + t`. With a cache, attends to the cached keys too
-    /// and appends this call's keys and values.
+    /// and appends this call's keys and values. `branch_scale` multiplies both residual branches (attention and
+    /// MLP) before they are added to the stream; at 1 no multiplication is done.
     fn forward(
         &self,
         x: &Tensor<F>,
@@ -164,12 +165,16 @@ impl<F: Float> DecoderLayer<F> {
         start: usize,
         cache: Option<&mut Option<(Tensor<F>, Tensor<F>)>>,
         mut dropout: Option<&mut Rng>,
+        branch_scale: f64,
     ) -> Tensor<F> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let h = c.n_heads;
-        let mut drop = |y: Tensor<F>| match dropout.as_deref_mut() {
-            Some(r) if c.dropout > 0.0 => y.dropout(c.dropout, r),
-            _ => y,
+        let mut drop = |y: Tensor<F>| {
+            let y = match dropout.as_deref_mut() {
+                Some(r) if c.dropout > 0.0 => y.dropout(c.dropout, r),
+                _ => y,
+            };
+            if branch_scale == 1.0 { y } else { y.mul_scalar(F::of(branch_scale)) }
         };
         let qkv = self.qkv.forward(&self.ln1.forward(x));
         let parts = qkv.split(2, &[d, d, d]);
@@ -337,19 +342,38 @@ impl<F: Float> Decoder<F> {
         self.forward_layers(ids, batch, t, &self.all_layers(), None)
     }
 
-    /// Logits running only `layers` (indices, in the order given, repeats allowed): layer dropping, RaPTr's
-    /// random paths, looped depth. `dropout = Some(rng)` trains with dropout drawn from `rng`.
+    /// Logits running only `layers` (indices, in the order given, repeats allowed): layer dropping, looped
+    /// depth. `dropout = Some(rng)` trains with dropout drawn from `rng`.
     pub fn forward_layers(
         &self,
         ids: &[usize],
         batch: usize,
         t: usize,
         layers: &[usize],
+        dropout: Option<&mut Rng>,
+    ) -> Result<Tensor<F>> {
+        let path: Vec<(usize, f64)> = layers.iter().map(|&l| (l, 1.0)).collect();
+        self.forward_path(ids, batch, t, &path, dropout)
+    }
+
+    /// Logits running an explicit path of `(layer, scale)`: each listed layer runs in order with both residual
+    /// branches multiplied by its scale; unlisted layers are skipped (the identity on the residual stream) and
+    /// get no gradient. RaPTr's random paths with rescaled kept layers. Scale 1 everywhere is
+    /// [`Decoder::forward_layers`] exactly.
+    pub fn forward_path(
+        &self,
+        ids: &[usize],
+        batch: usize,
+        t: usize,
+        path: &[(usize, f64)],
         mut dropout: Option<&mut Rng>,
     ) -> Result<Tensor<F>> {
         self.check_ids(ids, batch, t)?;
-        if let Some(&bad) = layers.iter().find(|&&l| l >= self.layers.len()) {
+        if let Some(&(bad, _)) = path.iter().find(|&&(l, _)| l >= self.layers.len()) {
             return Err(Error::Input(format!("layer {bad} of a {}-layer model", self.layers.len())));
+        }
+        if let Some(&(l, s)) = path.iter().find(|&&(_, s)| !s.is_finite()) {
+            return Err(Error::Input(format!("layer {l} has a non-finite scale {s}")));
         }
         let mut h = self.embed(ids, batch, t, 0);
         if let Some(r) = dropout.as_deref_mut() {
@@ -357,8 +381,8 @@ impl<F: Float> Decoder<F> {
                 h = h.dropout(self.config.dropout, r);
             }
         }
-        for &l in layers {
-            h = self.layers[l].forward(&h, &self.config, self.rope.as_ref(), 0, None, dropout.as_deref_mut());
+        for &(l, scale) in path {
+            h = self.layers[l].forward(&h, &self.config, self.rope.as_ref(), 0, None, dropout.as_deref_mut(), scale);
         }
         Ok(self.logits_from(&h))
     }
@@ -385,13 +409,27 @@ impl<F: Float> Decoder<F> {
         layers: &[usize],
         dropout: Option<&mut Rng>,
     ) -> Result<Tensor<F>> {
+        let path: Vec<(usize, f64)> = layers.iter().map(|&l| (l, 1.0)).collect();
+        self.loss_path(inputs, targets, batch, t, &path, dropout)
+    }
+
+    /// [`Decoder::loss`] over an explicit path of `(layer, scale)` (see [`Decoder::forward_path`]).
+    pub fn loss_path(
+        &self,
+        inputs: &[usize],
+        targets: &[usize],
+        batch: usize,
+        t: usize,
+        path: &[(usize, f64)],
+        dropout: Option<&mut Rng>,
+    ) -> Result<Tensor<F>> {
         if targets.len() != inputs.len() {
             return Err(Error::Input(format!("{} targets for {} inputs", targets.len(), inputs.len())));
         }
         if let Some(&bad) = targets.iter().find(|&&i| i >= self.config.vocab_size) {
             return Err(Error::Input(format!("target id {bad} outside the vocabulary of {}", self.config.vocab_size)));
         }
-        let logits = self.forward_layers(inputs, batch, t, layers, dropout)?;
+        let logits = self.forward_path(inputs, batch, t, path, dropout)?;
         Ok(logits.reshape(&[batch * t, self.config.vocab_size]).cross_entropy(targets))
     }
 
@@ -409,7 +447,7 @@ impl<F: Float> Decoder<F> {
         let logits = no_grad(|| {
             let mut h = self.embed(ids, batch, t, start);
             for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-                h = layer.forward(&h, &self.config, self.rope.as_ref(), start, Some(slot), None);
+                h = layer.forward(&h, &self.config, self.rope.as_ref(), start, Some(slot), None, 1.0);
             }
             self.logits_from(&h.narrow(1, t - 1, 1))
         });

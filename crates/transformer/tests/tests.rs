@@ -176,6 +176,33 @@ fn layers_can_be_run_in_any_order_copied_and_removed() {
 }
 
 #[test]
+fn explicit_paths_with_scales_skip_and_rescale_layers_and_have_exact_gradients() {
+    let c = DecoderConfig { n_layers: 4, ..tiny(Positions::Rotary, true, true) };
+    let m = Decoder::<f64>::new(&c, 3).unwrap();
+    let x = ids(10, c.vocab_size, 2);
+    let all: Vec<(usize, f64)> = (0..4).map(|l| (l, 1.0)).collect();
+    let full = no_grad(|| m.forward(&x, 1, 10)).unwrap();
+    assert_eq!(no_grad(|| m.forward_path(&x, 1, 10, &all, None)).unwrap().value(), full.value());
+    // Scale 0 is the identity on the residual stream: the same as leaving the layer out.
+    let zeroed = no_grad(|| m.forward_path(&x, 1, 10, &[(0, 1.0), (1, 0.0), (2, 1.0), (3, 1.0)], None)).unwrap();
+    let skipped = no_grad(|| m.forward_layers(&x, 1, 10, &[0, 2, 3], None)).unwrap();
+    assert_eq!(zeroed.value(), skipped.value());
+    // A scaled path's gradient, by finite differences; skipped layers get none.
+    let y = ids(10, c.vocab_size, 5);
+    let path = [(0, 1.0), (2, 1.5), (3, 1.0)];
+    let (worst, name) =
+        gradcheck::check_params(&m.params, 1e-5, 24, || m.loss_path(&x, &y, 1, 10, &path, None).unwrap());
+    assert!(worst.max_error < 1e-6, "{name}: {worst:?}");
+    let loss = m.loss_path(&x, &y, 1, 10, &path, None).unwrap();
+    let grads = loss.backward();
+    let layer1 = m.params.get("layers.1.attn.qkv.weight").unwrap();
+    assert!(grads.get_id(layer1.id()).is_none(), "a skipped layer has no gradient");
+    assert!(grads.get_id(m.params.get("layers.2.attn.qkv.weight").unwrap().id()).is_some());
+    assert!(m.forward_path(&x, 1, 10, &[(0, f64::NAN)], None).is_err());
+    assert!(m.forward_path(&x, 1, 10, &[(4, 1.0)], None).is_err());
+}
+
+#[test]
 fn bad_configs_and_inputs_are_errors() {
     let ok = tiny(Positions::Learned, true, true);
     for bad in [
