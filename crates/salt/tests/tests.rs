@@ -99,7 +99,7 @@ proptest! {
             logits.as_slice().unwrap(), teacher.as_slice().unwrap(), &targets, vocab, w, tau,
         );
         prop_assert!((value - expected).abs() < 1e-10 * expected.abs().max(1.0), "{value} vs {expected}");
-        let check = gradcheck::check(&[logits.clone()], 1e-5, |x| mixed_loss(&x[0], &targets, &t, w, tau));
+        let check = gradcheck::check(std::slice::from_ref(&logits), 1e-5, |x| mixed_loss(&x[0], &targets, &t, w, tau));
         prop_assert!(check.max_error < gradcheck::TOLERANCE, "{check:?}");
         let student = Tensor::leaf(logits);
         let teacher_leaf = Tensor::leaf(teacher);

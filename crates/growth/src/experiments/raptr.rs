@@ -198,6 +198,8 @@ pub struct RaptrRow {
     pub train_loss: Vec<(u64, f64)>,
     pub final_val_loss: f64,
     pub flops_total: u64,
+    /// Machine-dependent: reported under timings, not in the metrics.
+    #[serde(skip)]
     pub train_seconds: f64,
 }
 

@@ -276,6 +276,10 @@ pub struct CurvePoint {
     /// Cumulative FLOPs (student, teacher, selection) at this step.
     pub flops: f64,
     pub val_loss: f64,
+    /// Seconds of training steps so far (teacher forwards included; evaluation excluded). Machine-dependent, so
+    /// kept out of the report's metrics (reported under timings).
+    #[serde(skip)]
+    pub seconds: f64,
 }
 
 /// One student run.
@@ -289,8 +293,10 @@ pub struct RunRow {
     pub flops_total: u64,
     pub teacher_flops: u64,
     pub selection_flops: u64,
-    /// Not deterministic (also reported as timings).
+    /// Machine-dependent: reported under timings, not in the metrics.
+    #[serde(skip)]
     pub train_seconds: f64,
+    #[serde(skip)]
     pub teacher_seconds: f64,
 }
 
@@ -316,7 +322,10 @@ fn train_student(
     let selection_flops = selection.map_or(0, |s| s.flops);
     let mut trainer = Trainer::new(lm.train.clone(), objective, None)?;
     trainer.add_flops(selection_flops);
+    let seconds = std::rc::Rc::new(std::cell::RefCell::new(vec![0.0]));
+    trainer.add_hook(Box::new(SecondsLog(seconds.clone())));
     let out = trainer.run()?;
+    let seconds = seconds.borrow();
     // The same count from the schedule alone: student steps, teacher forwards on distillation steps.
     let student_step = flops::decoder_step(&config, batch, t, config.n_layers).total();
     let teacher_forward = flops::decoder_forward(&teacher.config, batch, t, teacher.n_layers());
@@ -336,7 +345,8 @@ fn train_student(
         .evals
         .iter()
         .filter_map(|(s, m)| {
-            Some(CurvePoint { step: *s, flops: cumulative[*s as usize], val_loss: *m.get("val_loss")? })
+            let (flops, seconds) = (cumulative[*s as usize], seconds[*s as usize]);
+            Some(CurvePoint { step: *s, flops, val_loss: *m.get("val_loss")?, seconds })
         })
         .collect();
     Ok(RunRow {
@@ -351,6 +361,30 @@ fn train_student(
         train_seconds: out.train_seconds,
         teacher_seconds: trainer.objective.teacher_seconds(),
     })
+}
+
+/// Cumulative step seconds after every step.
+struct SecondsLog(std::rc::Rc<std::cell::RefCell<Vec<f64>>>);
+
+impl train::Hook<SaltObjective> for SecondsLog {
+    fn after_step(
+        &mut self,
+        r: &train::StepRecord,
+        _: &mut SaltObjective,
+        _: &mut dyn train::Optimizer<f32>,
+    ) -> train::Result<()> {
+        let mut v = self.0.borrow_mut();
+        let last = v.last().copied().unwrap_or(0.0);
+        v.push(last + r.seconds);
+        Ok(())
+    }
+}
+
+/// Seconds to reach the baseline's final validation loss / the baseline's seconds (NaN when never reached).
+pub fn seconds_fraction(baseline: &RunRow, run: &RunRow) -> f64 {
+    let curve: Vec<(f64, f64)> = run.curve.iter().map(|p| (p.seconds, p.val_loss)).collect();
+    let total = baseline.curve.last().map_or(f64::NAN, |p| p.seconds);
+    first_reach(&curve, baseline.final_val_loss).map_or(f64::NAN, |s| s / total)
 }
 
 fn find<'a>(rows: &'a [RunRow], method: &str, replicate: usize) -> Option<&'a RunRow> {
@@ -397,6 +431,11 @@ fn claims(report: &mut Report, cfg: &KdPhaseConfig, rows: &[RunRow], teacher: &T
         1.0 - salt_gain,
         Check::Below(1.0),
     );
+    // Wall-clock (teacher included), as a timing: it depends on the machine and on what else runs on it.
+    for method in ["salt", "salt-ds"] {
+        let wall = per_replicate(rows, cfg, method, seconds_fraction);
+        report.timing(&format!("{method} seconds to reach the baseline's final loss / baseline seconds"), &wall);
+    }
     let fractions = per_replicate(rows, cfg, "salt", step_fraction);
     report.metric("salt_step_fraction_per_replicate", &fractions);
     report.check(
