@@ -45,10 +45,11 @@ fn wht(c: &mut Criterion) {
 }
 
 /// Many-model throughput: logistic regressions (784 features, 60 GD steps) trained per second on half of a pool of
-/// 100 MNIST-shaped images, 10 test margins each: the unit of work of a datamodels run. Random pixels: the cost does
-/// not depend on the values.
+/// 100 MNIST-shaped images, 10 test margins each: the unit of work of a datamodels run, one model per rayon task
+/// (the old path) and in blocks (the batched path), beside this run's sgemm at the blocks' shapes. Random pixels:
+/// the cost does not depend on the values. Useful FLOPs per model: 60 x (2 x 2 x 100 x 784) = 18.8 MFLOP.
 fn many_models(c: &mut Criterion) {
-    use datamodels::runs::{BinaryTask, LogisticConfig, train_logistic};
+    use datamodels::runs::{BinaryTask, LOGISTIC_BLOCK, LogisticConfig, train_logistic, train_logistic_many};
     let mut rng = tensor::seeded(3);
     let task = BinaryTask {
         train_x: tensor::uniform(&[100, 784], 0.0, 1.0, &mut rng),
@@ -65,6 +66,28 @@ fn many_models(c: &mut Criterion) {
         b.iter(|| {
             masks.par_iter().map(|m| train_logistic(&task, m, &LogisticConfig::default()).unwrap()).collect::<Vec<_>>()
         })
+    });
+    // The batched path on the same workload: blocks of LOGISTIC_BLOCK models, two products per step per block.
+    let many: Vec<Vec<bool>> =
+        (0..1024).map(|r| datamodels::store::Sampling::Alpha { alpha: 0.5 }.mask(100, 0, r)).collect();
+    g.throughput(Throughput::Elements(many.len() as u64));
+    g.bench_function("logistic_pool100_alpha0.5_1024_models_batched", |b| {
+        b.iter(|| black_box(train_logistic_many(&task, &many, &LogisticConfig::default()).unwrap()))
+    });
+    g.finish();
+    // This run's sgemm at the batched path's shapes (the forward product of one block, one block per core), the
+    // ceiling for its useful FLOPs: each model's step is 2 x 100 x 784 x 2 FLOPs (forward and gradient products).
+    let x =
+        tensor::uniform::<f32>(&[100, 784], 0.0, 1.0, &mut rng).into_dimensionality::<tensor::ndarray::Ix2>().unwrap();
+    let w = tensor::uniform::<f32>(&[784, LOGISTIC_BLOCK], 0.0, 1.0, &mut rng)
+        .into_dimensionality::<tensor::ndarray::Ix2>()
+        .unwrap();
+    let mut g = c.benchmark_group("datamodels_sgemm");
+    g.sample_size(10);
+    let per_core = 2 * 100 * 784 * LOGISTIC_BLOCK as u64;
+    g.throughput(Throughput::Elements(per_core * rayon::current_num_threads() as u64));
+    g.bench_function("sgemm_100x784x256_per_core_parallel", |b| {
+        b.iter(|| (0..rayon::current_num_threads()).into_par_iter().map(|_| black_box(x.dot(&w))).count())
     });
     g.finish();
 }

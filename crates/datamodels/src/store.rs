@@ -412,6 +412,35 @@ impl Store {
         Ok(todo.len())
     }
 
+    /// As [`Store::run`], but hands the pending rows of `range` to `compute` in blocks of up to `block` rows
+    /// (blocks in parallel), for models trained many at a time ([`crate::runs::train_logistic_many`]). Each row
+    /// of a block is written, then marked done, after the whole block is computed; a killed worker redoes at most
+    /// its blocks in flight.
+    pub fn run_blocks<F>(&self, range: std::ops::Range<usize>, block: usize, compute: F) -> Result<usize>
+    where
+        F: Fn(&[usize], &[Vec<bool>]) -> Result<Vec<Vec<f32>>> + Sync,
+    {
+        use rayon::prelude::*;
+        if range.end > self.meta.models || range.start > range.end || block == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "rows {range:?} in blocks of {block} of a store of {}",
+                self.meta.models
+            )));
+        }
+        let done = self.done()?;
+        let todo: Vec<usize> = range.filter(|&r| !done[r]).collect();
+        todo.par_chunks(block).try_for_each(|rows| {
+            let masks: Vec<Vec<bool>> =
+                rows.iter().map(|&r| self.meta.sampling.mask(self.meta.pool, self.meta.seed, r)).collect();
+            let outs = compute(rows, &masks)?;
+            if outs.len() != rows.len() {
+                return Err(Error::Shape(format!("{} outputs for a block of {} rows", outs.len(), rows.len())));
+            }
+            rows.iter().zip(&masks).zip(&outs).try_for_each(|((&row, mask), out)| self.write_row(row, mask, out))
+        })?;
+        Ok(todo.len())
+    }
+
     /// Copies every done row of `shards` (stores with the same metadata) into this store.
     pub fn merge_from(&self, shards: &[Store]) -> Result<usize> {
         let mut copied = 0;

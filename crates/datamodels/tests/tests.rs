@@ -273,3 +273,42 @@ fn small_models_learn_and_are_deterministic() {
     assert_eq!(train_logistic(&task, &[false; 40], &LogisticConfig::default()).unwrap(), vec![0.0; 10]);
     assert!(train_mlp(&task, &[true; 3], &MlpConfig::default()).is_err());
 }
+
+/// The batched path trains the same models as the one-at-a-time path (to float rounding: the products sum in
+/// another order), and a model's margins depend neither on its block nor on the thread count.
+#[test]
+fn batched_logistic_training_equals_one_model_at_a_time() {
+    use strata_datamodels::runs::{
+        BinaryTask, LOGISTIC_BLOCK, LogisticConfig, train_logistic, train_logistic_block, train_logistic_many,
+    };
+    use strata_datamodels::store::Sampling;
+    let mut rng = tensor::seeded(4);
+    let task = BinaryTask {
+        train_x: tensor::uniform(&[60, 30], 0.0, 1.0, &mut rng),
+        train_y: (0..60).map(|i| if (i * 7) % 3 == 0 { 1.0 } else { -1.0 }).collect(),
+        test_x: tensor::uniform(&[6, 30], 0.0, 1.0, &mut rng),
+        test_y: vec![1.0, -1.0, 1.0, 1.0, -1.0, -1.0],
+    };
+    let cfg = LogisticConfig { steps: 40, ..LogisticConfig::default() };
+    let mut masks: Vec<Vec<bool>> =
+        (0..LOGISTIC_BLOCK + 37).map(|r| Sampling::Alpha { alpha: 0.3 }.mask(60, 1, r)).collect();
+    masks[5] = vec![false; 60]; // the empty subset: the untrained model
+    let many = train_logistic_many(&task, &masks, &cfg).unwrap();
+    assert_eq!(many.len(), masks.len());
+    assert_eq!(many[5], vec![0.0; 6]);
+    for (r, mask) in masks.iter().enumerate().step_by(13) {
+        let one = train_logistic(&task, mask, &cfg).unwrap();
+        for (a, b) in many[r].iter().zip(&one) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "model {r}: batched {a} vs single {b}");
+        }
+    }
+    // The same model in another block, of another width, is bit-identical.
+    let alone = train_logistic_block(&task, &masks[40..41], &cfg).unwrap();
+    assert_eq!(alone[0], many[40]);
+    let small_blocks: Vec<Vec<f64>> =
+        masks.chunks(7).flat_map(|c| train_logistic_block(&task, c, &cfg).unwrap()).collect();
+    assert_eq!(small_blocks, many);
+    let one_thread = tensor::rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    assert_eq!(one_thread.install(|| train_logistic_many(&task, &masks, &cfg).unwrap()), many);
+    assert!(train_logistic_many(&task, &[vec![true; 59]], &cfg).is_err());
+}

@@ -15,7 +15,7 @@ pub use exact::{Exact, ExactConfig, IdentityCheck, check_identities};
 pub use groups::{Groups, GroupsConfig};
 
 use crate::Result;
-use crate::runs::{BinaryTask, LogisticConfig, train_logistic};
+use crate::runs::{BinaryTask, LOGISTIC_BLOCK, LogisticConfig, train_logistic_block};
 
 /// The reproductions of this crate, for the `strata` runner.
 pub fn all() -> Vec<Box<dyn DynExperiment>> {
@@ -33,14 +33,19 @@ pub fn trained_tables(task: &BinaryTask, cfg: &LogisticConfig, ctx: &RunCtx) -> 
     let n = task.n_train();
     let len = 1usize << n;
     let bar = ctx.progress(len as u64, "train every subset");
-    let rows: Vec<Vec<f64>> = (0..len)
+    let blocks: Vec<usize> = (0..len).step_by(LOGISTIC_BLOCK).collect();
+    let rows: Vec<Vec<f64>> = blocks
         .into_par_iter()
-        .map(|x| {
-            let r = train_logistic(task, &mask_of(x, n), cfg);
-            bar.inc(1);
+        .map(|first| {
+            let masks: Vec<Vec<bool>> = (first..len.min(first + LOGISTIC_BLOCK)).map(|x| mask_of(x, n)).collect();
+            let r = train_logistic_block(task, &masks, cfg);
+            bar.inc(masks.len() as u64);
             r
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     bar.finish_and_clear();
     Ok((0..task.test_y.len()).map(|t| rows.iter().map(|r| r[t]).collect()).collect())
 }

@@ -355,8 +355,12 @@ fn claims(
             "stacking_final_minus_baseline": stacking.map(|r| r.final_val_loss - base.final_val_loss),
             "selection_flops": lag_flops,
         }));
+        // An adaptive run that never reaches the loss needed more than its whole budget: that lower bound
+        // already decides the comparison when it exceeds stacking's fraction.
+        let adaptive_bound = (picked.flops_total + lag_flops) / base.flops_total;
         adaptive_vs_stacking.push(match (a, st) {
             (Some(a), Some(st)) => a - st,
+            (None, Some(st)) if adaptive_bound >= st => adaptive_bound - st,
             _ => f64::NAN,
         });
     }
@@ -377,8 +381,8 @@ fn claims(
         "adaptive-beats-fixed-stacking",
         "adaptive stacking (selection compute included) reaches the baseline's final loss with fewer FLOPs than \
          fixed top-copy stacking",
-        "FLOP fraction(adaptive) - FLOP fraction(stacking), mean over seeds (either not reaching: not measured; \
-         see adaptive_vs_stacking_per_seed for the misses)",
+        "FLOP fraction(adaptive) - FLOP fraction(stacking), mean over seeds (adaptive not reaching: its whole \
+         budget as a lower bound; stacking not reaching: not measured; see adaptive_vs_stacking_per_seed)",
         mean(&adaptive_vs_stacking),
         Check::Below(0.0),
     );
