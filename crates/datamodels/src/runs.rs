@@ -136,6 +136,8 @@ pub fn train_logistic_many(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logisti
 /// One block of [`train_logistic_many`], in a single thread.
 pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &LogisticConfig) -> Result<Vec<Vec<f64>>> {
     use tensor::ndarray::{Array1, Array2, Ix2, Zip};
+    // Single-threaded BLAS under rayon, and heap (not mmap) for the per-step arrays: as for Strata's own products.
+    tensor::runtime_setup();
     let n = task.n_train();
     if let Some(bad) = masks.iter().find(|m| m.len() != n) {
         return Err(Error::Shape(format!("mask of {} for a pool of {n}", bad.len())));

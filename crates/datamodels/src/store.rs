@@ -348,9 +348,31 @@ impl Store {
         Ok(buf.iter().map(|&b| b != 0).collect())
     }
 
-    /// Writes one row, syncs it, then marks it done (in that order, so a kill never leaves a row marked done
-    /// without its data).
-    pub fn write_row(&self, row: usize, mask: &[bool], margins: &[f32]) -> Result<()> {
+    /// Writes the rows of a block: every row's data, one flush of the data files, then every row's done flag and
+    /// one flush of the done file (a flag is never durable before its row; three syncs per block, not per row).
+    pub fn write_rows(&self, rows: &[usize], masks: &[Vec<bool>], outputs: &[Vec<f32>]) -> Result<()> {
+        if rows.len() != masks.len() || rows.len() != outputs.len() {
+            return Err(Error::Shape(format!(
+                "{} rows with {} masks and {} outputs",
+                rows.len(),
+                masks.len(),
+                outputs.len()
+            )));
+        }
+        for ((&row, mask), margins) in rows.iter().zip(masks).zip(outputs) {
+            self.write_data(row, mask, margins)?;
+        }
+        self.masks.sync_data().map_err(|e| self.io(FILES[0], e))?;
+        self.margins.sync_data().map_err(|e| self.io(FILES[1], e))?;
+        for &row in rows {
+            self.done.write_all_at(&[1], self.offsets[2] + row as u64).map_err(|e| self.io(FILES[2], e))?;
+        }
+        self.done.sync_data().map_err(|e| self.io(FILES[2], e))?;
+        Ok(())
+    }
+
+    /// A row's mask and outputs, unflushed and not yet marked done.
+    fn write_data(&self, row: usize, mask: &[bool], margins: &[f32]) -> Result<()> {
         if row >= self.meta.models || mask.len() != self.meta.pool || margins.len() != self.meta.outputs {
             return Err(Error::Shape(format!(
                 "row {row}: mask {} / outputs {} for a store of {} models x {} points x {} outputs",
@@ -369,11 +391,13 @@ impl Store {
         self.margins
             .write_all_at(&obytes, self.offsets[1] + (row * self.meta.outputs * 4) as u64)
             .map_err(|e| self.io(FILES[1], e))?;
-        self.masks.sync_data().map_err(|e| self.io(FILES[0], e))?;
-        self.margins.sync_data().map_err(|e| self.io(FILES[1], e))?;
-        self.done.write_all_at(&[1], self.offsets[2] + row as u64).map_err(|e| self.io(FILES[2], e))?;
-        self.done.sync_data().map_err(|e| self.io(FILES[2], e))?;
         Ok(())
+    }
+
+    /// Writes one row, syncs it, then marks it done (in that order, so a kill never leaves a row marked done
+    /// without its data).
+    pub fn write_row(&self, row: usize, mask: &[bool], margins: &[f32]) -> Result<()> {
+        self.write_rows(&[row], &[mask.to_vec()], &[margins.to_vec()])
     }
 
     /// Reads one row (mask, outputs).
@@ -413,9 +437,9 @@ impl Store {
     }
 
     /// As [`Store::run`], but hands the pending rows of `range` to `compute` in blocks of up to `block` rows
-    /// (blocks in parallel), for models trained many at a time ([`crate::runs::train_logistic_many`]). Each row
-    /// of a block is written, then marked done, after the whole block is computed; a killed worker redoes at most
-    /// its blocks in flight.
+    /// (blocks in parallel), for models trained many at a time ([`crate::runs::train_logistic_many`]). A block's
+    /// rows are written and flushed, then marked done, after the whole block is computed; a killed worker redoes
+    /// at most its blocks in flight.
     pub fn run_blocks<F>(&self, range: std::ops::Range<usize>, block: usize, compute: F) -> Result<usize>
     where
         F: Fn(&[usize], &[Vec<bool>]) -> Result<Vec<Vec<f32>>> + Sync,
@@ -436,7 +460,7 @@ impl Store {
             if outs.len() != rows.len() {
                 return Err(Error::Shape(format!("{} outputs for a block of {} rows", outs.len(), rows.len())));
             }
-            rows.iter().zip(&masks).zip(&outs).try_for_each(|((&row, mask), out)| self.write_row(row, mask, out))
+            self.write_rows(rows, &masks, &outs)
         })?;
         Ok(todo.len())
     }

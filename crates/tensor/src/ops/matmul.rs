@@ -16,8 +16,9 @@ unsafe extern "C" {
     fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
 }
 
-/// One-time process setup before the first product. Both change the whole process, so a host program can opt
-/// out of each with an environment variable:
+/// One-time process setup before the first product (idempotent; Strata's own products call it, and code that calls
+/// BLAS through ndarray directly, such as the datamodels crate's batched training, should call it first). Both
+/// settings change the whole process, so a host program can opt out of each with an environment variable:
 /// - OpenBLAS runs single-threaded (`openblas_set_num_threads(1)`; skipped when `STRATA_KEEP_BLAS_THREADS` is
 ///   set): Strata parallelises GEMMs itself on rayon's pool, so BLAS worker threads never spin against rayon
 ///   workers for the same cores. This also changes BLAS calls the host makes itself.
@@ -25,7 +26,7 @@ unsafe extern "C" {
 ///   only above 1 GiB free (`mallopt`; skipped when `STRATA_KEEP_MALLOC` is set), so the activations of a
 ///   training step reuse memory instead of page-faulting it in every step (PyTorch's caching allocator solves
 ///   the same problem). The host's process keeps more freed memory as a result.
-pub(crate) fn runtime_setup() {
+pub fn runtime_setup() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("STRATA_KEEP_BLAS_THREADS").is_none() {
