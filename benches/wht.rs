@@ -49,7 +49,10 @@ fn wht(c: &mut Criterion) {
 /// (the old path) and in blocks (the batched path), beside this run's sgemm at the blocks' shapes. Random pixels:
 /// the cost does not depend on the values. Useful FLOPs per model: 60 x (2 x 2 x 100 x 784) = 18.8 MFLOP.
 fn many_models(c: &mut Criterion) {
-    use datamodels::runs::{BinaryTask, LOGISTIC_BLOCK, LogisticConfig, train_logistic, train_logistic_many};
+    use datamodels::runs::{
+        BinaryTask, LOGISTIC_BLOCK, LogisticConfig, MlpConfig, train_logistic, train_logistic_many, train_mlp,
+        train_mlp_many,
+    };
     let mut rng = tensor::seeded(3);
     let task = BinaryTask {
         train_x: tensor::uniform(&[100, 784], 0.0, 1.0, &mut rng),
@@ -73,6 +76,15 @@ fn many_models(c: &mut Criterion) {
     g.throughput(Throughput::Elements(many.len() as u64));
     g.bench_function("logistic_pool100_alpha0.5_1024_models_batched", |b| {
         b.iter(|| black_box(train_logistic_many(&task, &many, &LogisticConfig::default()).unwrap()))
+    });
+    // The MLP (32 hidden units, 60 AdamW steps): one model per task, and batched.
+    g.throughput(Throughput::Elements(masks.len() as u64));
+    g.bench_function("mlp32_pool100_alpha0.5_64_models_parallel", |b| {
+        b.iter(|| masks.par_iter().map(|m| train_mlp(&task, m, &MlpConfig::default()).unwrap()).collect::<Vec<_>>())
+    });
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("mlp32_pool100_alpha0.5_512_models_batched", |b| {
+        b.iter(|| black_box(train_mlp_many(&task, &many[..512], &MlpConfig::default()).unwrap()))
     });
     g.finish();
     // This run's sgemm at the batched path's shapes (the forward product of one block, one block per core), the

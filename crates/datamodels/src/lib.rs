@@ -13,8 +13,8 @@
 //! - [`store`]: MadryLab-style `.npy` arrays (`masks.npy`, `margins.npy`, `done.npy`) written by resumable
 //!   workers that each own a row range, [`read_matrix`]/[`write_npy`] for anyone's arrays, and shard merges.
 //! - [`runs`]: the models a many-model run trains on each subset (logistic regression, a small MLP on a binary
-//!   MNIST task); [`train_logistic_many`] trains logistic models in blocks that share the pool, two matrix
-//!   products per step for a whole block (the workers and reproductions use it).
+//!   MNIST task); [`train_logistic_many`] and [`train_mlp_many`] train models in blocks that share the pool,
+//!   the pool products of a step done once for a whole block (the workers and reproductions use them).
 //! - [`analyze`]: from `(masks, outputs)` arrays to per-output datamodels, level-0/1 weights, residuals with
 //!   intervals and, for correlated pairs, the noise-stability estimate (the `strata-datamodels analyze` CLI).
 //! - [`experiments`]: the reproductions `datamodels/exact`, `datamodels/estimate`, `datamodels/groups`.
@@ -72,7 +72,7 @@ pub use fit::{
     LassoPoint, LinearDatamodel, ResidualEstimate, exact_least_squares, group_effect, lasso_path, least_squares,
     residual_from_pairs,
 };
-pub use runs::{BinaryTask, LogisticConfig, MlpConfig, train_logistic, train_logistic_many, train_mlp};
+pub use runs::{BinaryTask, LogisticConfig, MlpConfig, train_logistic, train_logistic_many, train_mlp, train_mlp_many};
 pub use store::{Dtype, Matrix, Sampling, Store, StoreMeta, read_matrix, write_npy};
 pub use {data, report, tensor};
 

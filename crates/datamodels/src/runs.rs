@@ -133,15 +133,13 @@ pub fn train_logistic_many(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logisti
     Ok(blocks.into_iter().flatten().collect())
 }
 
-/// One block of [`train_logistic_many`], in a single thread.
+/// One block (at most [`LOGISTIC_BLOCK`] masks) of [`train_logistic_many`], in a single thread.
 pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &LogisticConfig) -> Result<Vec<Vec<f64>>> {
     use tensor::ndarray::{Array1, Array2, Ix2, Zip};
     // Single-threaded BLAS under rayon, and heap (not mmap) for the per-step arrays: as for Strata's own products.
     tensor::runtime_setup();
     let n = task.n_train();
-    if let Some(bad) = masks.iter().find(|m| m.len() != n) {
-        return Err(Error::Shape(format!("mask of {} for a pool of {n}", bad.len())));
-    }
+    let (masks, real) = padded(masks, n)?;
     let x = task.train_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("pool: {e}")))?;
     let test = task.test_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("test: {e}")))?;
     let (d, b) = (x.ncols(), masks.len());
@@ -185,7 +183,22 @@ pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logist
         bias.scaled_add(-lr, &grad_b);
     }
     let logits = test.dot(&w) + &bias;
-    Ok((0..b).map(|j| logits.column(j).iter().zip(&task.test_y).map(|(z, y)| (z * y) as f64).collect()).collect())
+    Ok((0..real).map(|j| logits.column(j).iter().zip(&task.test_y).map(|(z, y)| (z * y) as f64).collect()).collect())
+}
+
+/// The masks padded with empty (untrained) models to a full block, and how many are real. Every block then has
+/// the same product shapes, so a model's arithmetic does not depend on how many models share its block (BLAS
+/// picks kernels by shape).
+fn padded(masks: &[Vec<bool>], n: usize) -> Result<(Vec<Vec<bool>>, usize)> {
+    if let Some(bad) = masks.iter().find(|m| m.len() != n) {
+        return Err(Error::Shape(format!("mask of {} for a pool of {n}", bad.len())));
+    }
+    if masks.len() > LOGISTIC_BLOCK {
+        return Err(Error::InvalidArgument(format!("a block of {} models (at most {LOGISTIC_BLOCK})", masks.len())));
+    }
+    let mut all = masks.to_vec();
+    all.resize(LOGISTIC_BLOCK, vec![false; n]);
+    Ok((all, masks.len()))
 }
 
 /// Small-MLP training settings: one hidden ReLU layer, full-batch Adam from a seeded init.
@@ -227,4 +240,167 @@ pub fn train_mlp(task: &BinaryTask, mask: &[bool], cfg: &MlpConfig) -> Result<Ve
         }
     }
     Ok(task.margins(forward))
+}
+
+/// [`train_mlp`] for many subsets at once, in blocks of [`LOGISTIC_BLOCK`] models trained in parallel: every model
+/// starts from the same seeded init, and a block's hidden layers are one `[features, models x hidden]` weight
+/// matrix, so the forward product and the first layer's gradient are single matrix products over the shared pool.
+/// AdamW is applied elementwise exactly as [`tensor::optim::Adam`] does. Equal to the one-model path to float
+/// rounding (tested); a model's numbers do not depend on its block or the thread count.
+pub fn train_mlp_many(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) -> Result<Vec<Vec<f64>>> {
+    use rayon::prelude::*;
+    let blocks: Vec<Vec<Vec<f64>>> =
+        masks.par_chunks(LOGISTIC_BLOCK).map(|block| train_mlp_block(task, block, cfg)).collect::<Result<_>>()?;
+    Ok(blocks.into_iter().flatten().collect())
+}
+
+/// One block (at most [`LOGISTIC_BLOCK`] masks) of [`train_mlp_many`], in a single thread.
+pub fn train_mlp_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) -> Result<Vec<Vec<f64>>> {
+    use tensor::ndarray::{Array1, Array2, Axis, Ix2, Zip};
+    use tensor::nn::Linear;
+    tensor::runtime_setup();
+    if cfg.hidden == 0 || !(cfg.lr > 0.0) {
+        return Err(Error::InvalidArgument(format!("MLP config {cfg:?}")));
+    }
+    let n = task.n_train();
+    let (masks, real) = padded(masks, n)?;
+    let x = task.train_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("pool: {e}")))?;
+    let test = task.test_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("test: {e}")))?;
+    let (d, b, h) = (x.ncols(), masks.len(), cfg.hidden);
+    // The one-model path's init, drawn the same way, tiled across the block.
+    let params = tensor::Params::<f32>::new();
+    let mut rng = tensor::seeded(cfg.seed);
+    let fc1 = Linear::new(&params.root().sub("fc1"), d, h, true, &mut rng);
+    let fc2 = Linear::new(&params.root().sub("fc2"), h, 1, true, &mut rng);
+    let (w1_0, b1_0) = (fc1.weight.value(), fc1.bias.as_ref().expect("bias").value());
+    let (w2_0, b2_0) = (fc2.weight.value(), fc2.bias.as_ref().expect("bias").value());
+    let mut w1 = Array2::<f32>::from_shape_fn((d, b * h), |(i, c)| w1_0[[c % h, i]]);
+    let mut b1 = Array1::<f32>::from_shape_fn(b * h, |c| b1_0[[c % h]]);
+    let mut w2 = Array2::<f32>::from_shape_fn((b, h), |(_, k)| w2_0[[0, k]]);
+    let mut b2 = Array1::<f32>::from_elem(b, b2_0[[0]]);
+    let mut weight = Array2::<f32>::zeros((n, b));
+    let mut trained = vec![false; b];
+    for (j, m) in masks.iter().enumerate() {
+        let k = m.iter().filter(|&&v| v).count();
+        trained[j] = k > 0; // the empty subset keeps the init, as in the one-model path
+        for i in (0..n).filter(|&i| m[i]) {
+            weight[[i, j]] = 1.0 / k as f32;
+        }
+    }
+    let y = Array1::from_vec(task.train_y.clone());
+    let opt = tensor::optim::AdamConfig::adamw(cfg.lr, cfg.l2);
+    let mut moments = [(); 4].map(|_| (Vec::<f32>::new(), Vec::<f32>::new()));
+    let forward = |xs: tensor::ndarray::ArrayView2<f32>,
+                   w1: &Array2<f32>,
+                   b1: &Array1<f32>,
+                   w2: &Array2<f32>,
+                   b2: &Array1<f32>| {
+        let pre = xs.dot(w1) + b1;
+        let act = pre.mapv(|v| v.max(0.0));
+        let mut z = Array2::<f32>::zeros((xs.nrows(), b));
+        for j in 0..b {
+            let block = act.slice(tensor::ndarray::s![.., j * h..(j + 1) * h]);
+            z.column_mut(j).assign(&(block.dot(&w2.row(j)) + b2[j]));
+        }
+        (pre, act, z)
+    };
+    for step in 0..cfg.steps {
+        let (pre, act, z) = forward(x, &w1, &b1, &w2, &b2);
+        let mut dz = Array2::<f32>::zeros((n, b));
+        let mut losses = vec![0.0f64; b];
+        Zip::indexed(&mut dz).and(&z).and(&weight).for_each(|(i, j), g, &zij, &wij| {
+            if wij == 0.0 {
+                return;
+            }
+            let a = -y[i] * zij;
+            let softplus = a.max(0.0) + (-a.abs()).exp().ln_1p();
+            let sigmoid = if a >= 0.0 { 1.0 / (1.0 + (-a).exp()) } else { a.exp() / (1.0 + a.exp()) };
+            losses[j] += (wij * softplus) as f64;
+            *g = wij * -y[i] * sigmoid;
+        });
+        for (j, loss) in losses.iter().enumerate().filter(|(j, _)| trained[*j]) {
+            tensor::check_loss(step as u64, *loss)
+                .map_err(|e| Error::Numerical(format!("model {j} of the block: {e}")))?;
+        }
+        let mut d_pre = Array2::<f32>::zeros((n, b * h));
+        let mut g_w2 = Array2::<f32>::zeros((b, h));
+        for j in 0..b {
+            let cols = tensor::ndarray::s![.., j * h..(j + 1) * h];
+            let dzj = dz.column(j);
+            g_w2.row_mut(j).assign(&act.slice(cols).t().dot(&dzj));
+            let mut dp = d_pre.slice_mut(cols);
+            Zip::indexed(&mut dp).and(pre.slice(cols)).for_each(|(i, k), g, &p| {
+                *g = if p > 0.0 { dzj[i] * w2[[j, k]] } else { 0.0 };
+            });
+        }
+        let g_b2 = dz.sum_axis(Axis(0));
+        let g_w1 = x.t().dot(&d_pre);
+        let g_b1 = d_pre.sum_axis(Axis(0));
+        let t = step as i32 + 1;
+        // Model j owns columns j*h..(j+1)*h of w1 and b1, row j of w2, entry j of b2.
+        let owner_w1 = |idx: usize| trained[(idx % (b * h)) / h];
+        let owner_b1 = |idx: usize| trained[idx / h];
+        let owner_w2 = |idx: usize| trained[idx / h];
+        let owner_b2 = |idx: usize| trained[idx];
+        adamw(
+            w1.as_slice_mut().expect("standard"),
+            g_w1.as_slice().expect("standard"),
+            &mut moments[0],
+            &opt,
+            t,
+            owner_w1,
+        );
+        adamw(
+            b1.as_slice_mut().expect("standard"),
+            g_b1.as_slice().expect("standard"),
+            &mut moments[1],
+            &opt,
+            t,
+            owner_b1,
+        );
+        adamw(
+            w2.as_slice_mut().expect("standard"),
+            g_w2.as_slice().expect("standard"),
+            &mut moments[2],
+            &opt,
+            t,
+            owner_w2,
+        );
+        adamw(
+            b2.as_slice_mut().expect("standard"),
+            g_b2.as_slice().expect("standard"),
+            &mut moments[3],
+            &opt,
+            t,
+            owner_b2,
+        );
+    }
+    let (_, _, z) = forward(test, &w1, &b1, &w2, &b2);
+    Ok((0..real).map(|j| z.column(j).iter().zip(&task.test_y).map(|(z, y)| (z * y) as f64).collect()).collect())
+}
+
+/// One AdamW step on the entries whose model trains, with the arithmetic of [`tensor::optim::Adam`].
+fn adamw(
+    p: &mut [f32],
+    g: &[f32],
+    (m, v): &mut (Vec<f32>, Vec<f32>),
+    c: &tensor::optim::AdamConfig,
+    t: i32,
+    trains: impl Fn(usize) -> bool,
+) {
+    if m.is_empty() {
+        *m = vec![0.0; p.len()];
+        *v = vec![0.0; p.len()];
+    }
+    let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+    let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+    let step_size = (c.lr / bc1) as f32;
+    let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
+    let (eps, decay) = (c.eps as f32, (1.0 - c.lr * c.weight_decay) as f32);
+    for i in (0..p.len()).filter(|&i| trains(i)) {
+        p[i] *= decay;
+        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+        p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
+    }
 }

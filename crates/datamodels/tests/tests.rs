@@ -312,3 +312,35 @@ fn batched_logistic_training_equals_one_model_at_a_time() {
     assert_eq!(one_thread.install(|| train_logistic_many(&task, &masks, &cfg).unwrap()), many);
     assert!(train_logistic_many(&task, &[vec![true; 59]], &cfg).is_err());
 }
+
+/// The batched MLP path trains the same models as the one-at-a-time path (same init, same AdamW arithmetic; the
+/// products sum in another order), independently of the block.
+#[test]
+fn batched_mlp_training_equals_one_model_at_a_time() {
+    use strata_datamodels::runs::{BinaryTask, MlpConfig, train_mlp, train_mlp_block, train_mlp_many};
+    use strata_datamodels::store::Sampling;
+    let mut rng = tensor::seeded(5);
+    let task = BinaryTask {
+        train_x: tensor::uniform(&[50, 24], 0.0, 1.0, &mut rng),
+        train_y: (0..50).map(|i| if (i * 5) % 3 == 0 { 1.0 } else { -1.0 }).collect(),
+        test_x: tensor::uniform(&[5, 24], 0.0, 1.0, &mut rng),
+        test_y: vec![1.0, -1.0, 1.0, -1.0, -1.0],
+    };
+    let cfg = MlpConfig { hidden: 8, steps: 30, ..MlpConfig::default() };
+    let mut masks: Vec<Vec<bool>> = (0..20).map(|r| Sampling::Alpha { alpha: 0.5 }.mask(50, 2, r)).collect();
+    masks[3] = vec![false; 50];
+    let many = train_mlp_many(&task, &masks, &cfg).unwrap();
+    for (r, mask) in masks.iter().enumerate() {
+        let one = train_mlp(&task, mask, &cfg).unwrap();
+        for (a, b) in many[r].iter().zip(&one) {
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "model {r}: batched {a} vs single {b}");
+        }
+    }
+    let alone = train_mlp_block(&task, &masks[7..8], &cfg).unwrap();
+    assert_eq!(alone[0], many[7]);
+    let small_blocks: Vec<Vec<f64>> = masks.chunks(3).flat_map(|c| train_mlp_block(&task, c, &cfg).unwrap()).collect();
+    assert_eq!(small_blocks, many);
+    let one_thread = tensor::rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    assert_eq!(one_thread.install(|| train_mlp_many(&task, &masks, &cfg).unwrap()), many);
+    assert!(train_mlp_many(&task, &masks, &MlpConfig { hidden: 0, ..cfg.clone() }).is_err());
+}
