@@ -13,8 +13,9 @@
 //! - [`store`]: MadryLab-style `.npy` arrays (`masks.npy`, `margins.npy`, `done.npy`) written by resumable
 //!   workers that each own a row range, [`read_matrix`]/[`write_npy`] for anyone's arrays, and shard merges.
 //! - [`runs`]: the models a many-model run trains on each subset (logistic regression, a small MLP on a binary
-//!   MNIST task); [`train_logistic_many`] and [`train_mlp_many`] train models in blocks that share the pool,
-//!   the pool products of a step done once for a whole block (the workers and reproductions use them).
+//!   MNIST task); [`train_logistic_many`] trains logistic models in blocks that share the pool, two matrix
+//!   products per step for a whole block (the workers and reproductions use it; [`train_mlp_many`] is the MLP
+//!   analogue, slower than one MLP per task on a CPU).
 //! - [`analyze`]: from `(masks, outputs)` arrays to per-output datamodels, level-0/1 weights, residuals with
 //!   intervals and, for correlated pairs, the noise-stability estimate (the `strata-datamodels analyze` CLI).
 //! - [`experiments`]: the reproductions `datamodels/exact`, `datamodels/estimate`, `datamodels/groups`.

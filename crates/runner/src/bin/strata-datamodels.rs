@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use datamodels::analyze::{AnalyzeOptions, analyze};
-use datamodels::runs::{BinaryTask, LOGISTIC_BLOCK, LogisticConfig, MlpConfig, train_logistic_block, train_mlp_block};
+use datamodels::runs::{BinaryTask, LOGISTIC_BLOCK, LogisticConfig, MlpConfig, train_logistic_block, train_mlp};
 use datamodels::store::{Sampling, Store, StoreMeta, read_matrix};
 
 #[derive(Parser)]
@@ -149,13 +149,13 @@ fn run(cli: Cli) -> Result<()> {
             let started = std::time::Instant::now();
             let to_f32 = |margins: Vec<f64>| margins.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
             let computed = match model {
-                // Models train a block at a time: the pool products of a step are shared by the whole block.
+                // Logistic models train a block at a time: two matrix products per step for the whole block.
                 ModelKind::Logistic => st.run_blocks(range.clone(), LOGISTIC_BLOCK, |_, masks| {
                     Ok(train_logistic_block(&task, masks, &logistic)?.into_iter().map(to_f32).collect())
                 })?,
-                ModelKind::Mlp => st.run_blocks(range.clone(), LOGISTIC_BLOCK, |_, masks| {
-                    Ok(train_mlp_block(&task, masks, &mlp)?.into_iter().map(to_f32).collect())
-                })?,
+                // The MLP's per-model products are already matrix-sized (and use only the subset's rows), so one
+                // model per task is faster than the batched path here (docs/performance.md).
+                ModelKind::Mlp => st.run(range.clone(), |_, mask| Ok(to_f32(train_mlp(&task, mask, &mlp)?)))?,
             };
             let secs = started.elapsed().as_secs_f64();
             let done = st.done()?.iter().filter(|d| **d).count();
