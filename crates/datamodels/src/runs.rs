@@ -166,9 +166,7 @@ pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logist
                 *r = 0.0;
                 return;
             }
-            let a = -y[i] * zij;
-            let softplus = a.max(0.0) + (-a.abs()).exp().ln_1p();
-            let sigmoid = if a >= 0.0 { 1.0 / (1.0 + (-a).exp()) } else { a.exp() / (1.0 + a.exp()) };
+            let (softplus, sigmoid) = logistic_terms(-y[i] * zij);
             losses[j] += (wij * softplus) as f64;
             *r = wij * -y[i] * sigmoid;
         });
@@ -184,6 +182,13 @@ pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logist
     }
     let logits = test.dot(&w) + &bias;
     Ok((0..real).map(|j| logits.column(j).iter().zip(&task.test_y).map(|(z, y)| (z * y) as f64).collect()).collect())
+}
+
+/// `(softplus(a), sigmoid(a))` without overflow: the logistic loss at margin `-a` and its derivative's factor.
+fn logistic_terms(a: f32) -> (f32, f32) {
+    let softplus = a.max(0.0) + (-a.abs()).exp().ln_1p();
+    let sigmoid = if a >= 0.0 { 1.0 / (1.0 + (-a).exp()) } else { a.exp() / (1.0 + a.exp()) };
+    (softplus, sigmoid)
 }
 
 /// The masks padded with empty (untrained) models to a full block, and how many are real. Every block then has
@@ -315,9 +320,7 @@ pub fn train_mlp_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) 
             if wij == 0.0 {
                 return;
             }
-            let a = -y[i] * zij;
-            let softplus = a.max(0.0) + (-a.abs()).exp().ln_1p();
-            let sigmoid = if a >= 0.0 { 1.0 / (1.0 + (-a).exp()) } else { a.exp() / (1.0 + a.exp()) };
+            let (softplus, sigmoid) = logistic_terms(-y[i] * zij);
             losses[j] += (wij * softplus) as f64;
             *g = wij * -y[i] * sigmoid;
         });

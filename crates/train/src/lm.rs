@@ -56,6 +56,38 @@ pub struct LmConfig {
 }
 
 impl LmConfig {
+    /// The small-scale pretraining run the growth and SALT reproductions share: batches of 12 random windows,
+    /// AdamW (lr 2e-3, beta2 0.99, weight decay 0.1 on matrices only), 5% warmup then cosine to 0.1x, gradient
+    /// clipping at 1, an evaluation every 5% of the run, a metrics line every 10 steps, no checkpoints; every
+    /// seed 0 (set them with [`LmConfig::with_seed`]).
+    pub fn small_pretraining(model: DecoderConfig, corpus: Corpus, steps: u64, eval_batches: usize) -> LmConfig {
+        LmConfig {
+            model,
+            model_seed: 0,
+            corpus,
+            batch: 12,
+            sampling: WindowSampling::Random,
+            data_seed: 0,
+            eval_batches,
+            train: TrainConfig {
+                steps,
+                optimizer: tensor::optim::AdamConfig {
+                    beta2: 0.99,
+                    decay_matrices_only: true,
+                    ..tensor::optim::AdamConfig::adamw(2e-3, 0.1)
+                }
+                .into(),
+                schedule: tensor::Schedule::WarmupCosine { warmup: steps / 20, total: steps, min_factor: 0.1 },
+                grad_clip: Some(1.0),
+                eval_interval: (steps / 20).max(1),
+                checkpoint_interval: 0,
+                log_interval: 10,
+                seed: 0,
+                progress: false,
+            },
+        }
+    }
+
     /// The same run with every seed (model initialisation, data order, per-step streams) set to `seed`.
     pub fn with_seed(&self, seed: u64) -> LmConfig {
         LmConfig {

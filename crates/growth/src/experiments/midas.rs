@@ -5,10 +5,8 @@
 use report::figure::{Chart, Series};
 use report::{Check, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
-use tensor::Schedule;
-use tensor::optim::AdamConfig;
+use train::Trainer;
 use train::lm::{AnswerProbe, Corpus, LmConfig, LmObjective, TokenizedCorpus, TokenizerChoice};
-use train::{TrainConfig, Trainer};
 use transformer::{DecoderConfig, Positions, flops};
 
 use crate::compute::flops_to_reach;
@@ -61,26 +59,7 @@ fn primitive_mix() -> Option<PrimitiveMix> {
 }
 
 fn lm(model: DecoderConfig, corpus: Corpus, steps: u64, eval_batches: usize) -> LmConfig {
-    LmConfig {
-        model,
-        model_seed: 0,
-        corpus,
-        batch: 12,
-        sampling: data::batch::WindowSampling::Random,
-        data_seed: 0,
-        eval_batches,
-        train: TrainConfig {
-            steps,
-            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(2e-3, 0.1) }.into(),
-            schedule: Schedule::WarmupCosine { warmup: steps / 20, total: steps, min_factor: 0.1 },
-            grad_clip: Some(1.0),
-            eval_interval: (steps / 20).max(1),
-            checkpoint_interval: 0,
-            log_interval: 10,
-            seed: 0,
-            progress: false,
-        },
-    }
+    LmConfig::small_pretraining(model, corpus, steps, eval_batches)
 }
 
 impl Presets for MidasConfig {

@@ -6,10 +6,8 @@ use report::figure::{Chart, Series};
 use report::stats::first_reach;
 use report::{Check, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
-use tensor::Schedule;
-use tensor::optim::AdamConfig;
+use train::Trainer;
 use train::lm::{Corpus, LmConfig, LmObjective, TokenizedCorpus, TokenizerChoice};
-use train::{TrainConfig, Trainer};
 use transformer::{DecoderConfig, Positions};
 
 use crate::raptr::{PathSampler, PathScaling, RaptrConfig, RaptrHook, RaptrPlan};
@@ -36,27 +34,10 @@ pub struct RaptrExperimentConfig {
 }
 
 fn lm(model: DecoderConfig, corpus: Corpus, steps: u64, eval_batches: usize) -> LmConfig {
-    LmConfig {
-        model,
-        model_seed: 0,
-        corpus,
-        batch: 12,
-        sampling: data::batch::WindowSampling::Random,
-        data_seed: 0,
-        eval_batches,
-        train: TrainConfig {
-            steps,
-            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(2e-3, 0.1) }.into(),
-            schedule: Schedule::WarmupCosine { warmup: steps / 20, total: steps, min_factor: 0.1 },
-            grad_clip: Some(1.0),
-            eval_interval: (steps / 20).max(1),
-            checkpoint_interval: 0,
-            // Every step's training loss, for the transitions.
-            log_interval: 1,
-            seed: 0,
-            progress: false,
-        },
-    }
+    let mut lm = LmConfig::small_pretraining(model, corpus, steps, eval_batches);
+    // Every step's training loss, for the transitions.
+    lm.train.log_interval = 1;
+    lm
 }
 
 impl Presets for RaptrExperimentConfig {
