@@ -139,6 +139,38 @@ impl<F: Float> OptimizerState<F> {
     }
 }
 
+impl<F: Float> OptimizerState<F> {
+    /// Checks loaded state against the parameters it will update: every entry names a parameter, every buffer
+    /// has its parameter's shape, and an entry that has taken steps holds every buffer in `required` (a lost
+    /// buffer would otherwise restart from zero moments without a word). The error names the parameter.
+    pub fn check_against(&self, params: &Params<F>, required: &[&str]) -> std::result::Result<(), String> {
+        let mut names: Vec<&String> = self.per_param.keys().collect();
+        names.sort();
+        for name in names {
+            let st = &self.per_param[name];
+            let var = params.get(name).ok_or_else(|| format!("optimizer state for `{name}`, which the model lacks"))?;
+            let shape = var.shape();
+            for (buffer, a) in &st.buffers {
+                if a.shape() != shape.as_slice() {
+                    return Err(format!(
+                        "optimizer buffer `{name}/{buffer}` has shape {:?}, the parameter {shape:?}",
+                        a.shape()
+                    ));
+                }
+            }
+            if st.step > 0 {
+                if let Some(missing) = required.iter().find(|b| !st.buffers.contains_key(**b)) {
+                    return Err(format!(
+                        "optimizer state of `{name}` ({} steps) lacks its `{missing}` buffer",
+                        st.step
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An optimizer updates the trainable parameters of a [`Params`] from gradients.
 pub trait Optimizer<F: Float = f32> {
     /// Applies one update with the current learning rate. Frozen parameters and parameters without a
@@ -148,6 +180,10 @@ pub trait Optimizer<F: Float = f32> {
     fn set_lr(&mut self, lr: f64);
     fn state(&self) -> &OptimizerState<F>;
     fn state_mut(&mut self) -> &mut OptimizerState<F>;
+    /// The buffers every stepped parameter's state must hold (checked when state is loaded).
+    fn required_buffers(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 /// Stochastic gradient descent with momentum, Nesterov and L2 weight decay (PyTorch's semantics).
@@ -221,6 +257,9 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
     }
     fn state_mut(&mut self) -> &mut OptimizerState<F> {
         &mut self.state
+    }
+    fn required_buffers(&self) -> Vec<&'static str> {
+        if self.config.momentum != 0.0 { vec!["momentum"] } else { Vec::new() }
     }
 }
 
@@ -334,6 +373,9 @@ impl<F: Float> Optimizer<F> for Adam<F> {
     }
     fn state_mut(&mut self) -> &mut OptimizerState<F> {
         &mut self.state
+    }
+    fn required_buffers(&self) -> Vec<&'static str> {
+        vec!["m", "v"]
     }
 }
 

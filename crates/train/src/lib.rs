@@ -386,7 +386,11 @@ impl<O: Objective> Trainer<O> {
             )));
         }
         self.objective.params().load(&dir.join("model.safetensors"))?;
-        *self.optimizer.state_mut() = tensor::OptimizerState::load(&dir.join("optimizer.safetensors"))?;
+        let moments = tensor::OptimizerState::load(&dir.join("optimizer.safetensors"))?;
+        moments
+            .check_against(self.objective.params(), &self.optimizer.required_buffers())
+            .map_err(|m| bad(format!("optimizer.safetensors: {m}")))?;
+        *self.optimizer.state_mut() = moments;
         self.objective.restore_data_state(&state.data)?;
         self.step = state.step;
         self.flops_run = state.flops_run;

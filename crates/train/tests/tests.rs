@@ -345,3 +345,48 @@ fn a_deep_copy_trains_independently_of_its_original() {
     let ids: Vec<usize> = (0..32).map(|i| i % 7).collect();
     assert!(original.forward(&ids, 1, 32).is_ok());
 }
+
+/// A checkpoint whose optimizer state does not fit the model (a transposed or wrongly shaped buffer, a lost
+/// buffer, state for a parameter the model lacks) is refused on resume with the parameter named, never a panic
+/// inside the update or a silent restart from zero moments.
+#[test]
+fn resuming_with_damaged_optimizer_state_is_an_error_naming_the_parameter() {
+    let cfg = lm_config(6, 3, 32);
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), Some(dir.path())).unwrap();
+    for _ in 0..3 {
+        t.logged_step().unwrap();
+    }
+    let latest = std::fs::read_to_string(dir.path().join("checkpoints/latest")).unwrap();
+    let path = dir.path().join("checkpoints").join(latest.trim()).join("optimizer.safetensors");
+    let original = tensor::OptimizerState::<f32>::load(&path).unwrap();
+    let name = "layers.0.mlp.fc.weight";
+    assert!(original.per_param.contains_key(name));
+    let transposed = |st: &mut tensor::OptimizerState<f32>| {
+        let m = st.per_param.get_mut(name).unwrap().buffers.get_mut("m").unwrap();
+        *m = m.t().to_owned();
+    };
+    let lost = |st: &mut tensor::OptimizerState<f32>| {
+        st.per_param.get_mut(name).unwrap().buffers.remove("v");
+    };
+    let stranger = |st: &mut tensor::OptimizerState<f32>| {
+        let copy = st.per_param[name].clone();
+        st.per_param.insert("layers.9.mlp.fc.weight".into(), copy);
+    };
+    for (damage, expect) in [
+        (&transposed as &dyn Fn(&mut tensor::OptimizerState<f32>), "has shape"),
+        (&lost, "lacks its `v` buffer"),
+        (&stranger, "which the model lacks"),
+    ] {
+        let mut st = original.clone();
+        damage(&mut st);
+        st.save(&path).unwrap();
+        let mut resumed =
+            Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), Some(dir.path())).unwrap();
+        let err = resumed.resume().unwrap_err().to_string();
+        assert!(err.contains(expect) && err.contains("optimizer.safetensors"), "{err}");
+    }
+    original.save(&path).unwrap();
+    let mut resumed = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), Some(dir.path())).unwrap();
+    assert!(resumed.resume().unwrap());
+}
