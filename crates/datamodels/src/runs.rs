@@ -135,23 +135,11 @@ pub fn train_logistic_many(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logisti
 
 /// One block (at most [`LOGISTIC_BLOCK`] masks) of [`train_logistic_many`], in a single thread.
 pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &LogisticConfig) -> Result<Vec<Vec<f64>>> {
-    use tensor::ndarray::{Array1, Array2, Ix2, Zip};
+    use tensor::ndarray::{Array1, Array2, Zip};
     // Single-threaded BLAS under rayon, and heap (not mmap) for the per-step arrays: as for Strata's own products.
     tensor::runtime_setup();
-    let n = task.n_train();
-    let (masks, real) = padded(masks, n)?;
-    let x = task.train_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("pool: {e}")))?;
-    let test = task.test_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("test: {e}")))?;
-    let (d, b) = (x.ncols(), masks.len());
-    // weight[i, j] = 1 / |S_j| for i in S_j (the mean over model j's subset), 0 elsewhere.
-    let mut weight = Array2::<f32>::zeros((n, b));
-    for (j, m) in masks.iter().enumerate() {
-        let k = m.iter().filter(|&&v| v).count();
-        for i in (0..n).filter(|&i| m[i]) {
-            weight[[i, j]] = 1.0 / k as f32;
-        }
-    }
-    let y = Array1::from_vec(task.train_y.clone());
+    let block = Block::new(task, masks)?;
+    let (n, d, b, x) = (task.n_train(), block.x.ncols(), LOGISTIC_BLOCK, block.x);
     let (lr, l2) = (cfg.lr as f32, cfg.l2 as f32);
     let mut w = Array2::<f32>::zeros((d, b));
     let mut bias = Array1::<f32>::zeros(b);
@@ -159,17 +147,7 @@ pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logist
     let mut losses = vec![0.0f64; b];
     for step in 0..cfg.steps {
         let z = x.dot(&w) + &bias;
-        losses.iter_mut().for_each(|l| *l = 0.0);
-        // dLoss_j/dz_ij = weight_ij * (-y_i) sigmoid(-y_i z_ij); loss_j = sum_i weight_ij softplus(-y_i z_ij).
-        Zip::indexed(&mut residual).and(&z).and(&weight).for_each(|(i, j), r, &zij, &wij| {
-            if wij == 0.0 {
-                *r = 0.0;
-                return;
-            }
-            let (softplus, sigmoid) = logistic_terms(-y[i] * zij);
-            losses[j] += (wij * softplus) as f64;
-            *r = wij * -y[i] * sigmoid;
-        });
+        block.residuals(&z, &mut residual, &mut losses);
         for (j, loss) in losses.iter().enumerate() {
             let penalty = w.column(j).iter().map(|&v| (v * v) as f64).sum::<f64>() * cfg.l2 / 2.0;
             tensor::check_loss(step as u64, loss + penalty)
@@ -180,8 +158,7 @@ pub fn train_logistic_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &Logist
         Zip::from(&mut w).and(&grad_w).for_each(|w, &g| *w -= lr * (g + l2 * *w));
         bias.scaled_add(-lr, &grad_b);
     }
-    let logits = test.dot(&w) + &bias;
-    Ok((0..real).map(|j| logits.column(j).iter().zip(&task.test_y).map(|(z, y)| (z * y) as f64).collect()).collect())
+    Ok(block.margins(&(block.test.dot(&w) + &bias)))
 }
 
 /// `(softplus(a), sigmoid(a))` without overflow: the logistic loss at margin `-a` and its derivative's factor.
@@ -191,19 +168,76 @@ fn logistic_terms(a: f32) -> (f32, f32) {
     (softplus, sigmoid)
 }
 
-/// The masks padded with empty (untrained) models to a full block, and how many are real. Every block then has
-/// the same product shapes, so a model's arithmetic does not depend on how many models share its block (BLAS
-/// picks kernels by shape).
-fn padded(masks: &[Vec<bool>], n: usize) -> Result<(Vec<Vec<bool>>, usize)> {
-    if let Some(bad) = masks.iter().find(|m| m.len() != n) {
-        return Err(Error::Shape(format!("mask of {} for a pool of {n}", bad.len())));
+/// What a block of models shares: the pool and test points, and per model the weight of each pool point in its
+/// loss. Blocks are padded with empty (untrained) models to the full width, so every block has the same product
+/// shapes and a model's arithmetic does not depend on how many models share its block (BLAS picks kernels by
+/// shape).
+struct Block<'a> {
+    x: tensor::ndarray::ArrayView2<'a, f32>,
+    test: tensor::ndarray::ArrayView2<'a, f32>,
+    test_y: &'a [f32],
+    y: &'a [f32],
+    /// `weight[i, j] = 1 / |S_j|` for `i` in model `j`'s subset (its loss is the mean over it), 0 elsewhere.
+    weight: tensor::ndarray::Array2<f32>,
+    /// Models with a non-empty subset (an empty one keeps its init, as in the one-model paths).
+    trained: Vec<bool>,
+    /// Models that are not padding.
+    real: usize,
+}
+
+impl<'a> Block<'a> {
+    fn new(task: &'a BinaryTask, masks: &[Vec<bool>]) -> Result<Self> {
+        use tensor::ndarray::Ix2;
+        let n = task.n_train();
+        if let Some(bad) = masks.iter().find(|m| m.len() != n) {
+            return Err(Error::Shape(format!("mask of {} for a pool of {n}", bad.len())));
+        }
+        if masks.len() > LOGISTIC_BLOCK {
+            return Err(Error::InvalidArgument(format!(
+                "a block of {} models (at most {LOGISTIC_BLOCK})",
+                masks.len()
+            )));
+        }
+        let x = task.train_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("pool: {e}")))?;
+        let test = task.test_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("test: {e}")))?;
+        let mut weight = tensor::ndarray::Array2::<f32>::zeros((n, LOGISTIC_BLOCK));
+        let mut trained = vec![false; LOGISTIC_BLOCK];
+        for (j, m) in masks.iter().enumerate() {
+            let k = m.iter().filter(|&&v| v).count();
+            trained[j] = k > 0;
+            for i in (0..n).filter(|&i| m[i]) {
+                weight[[i, j]] = 1.0 / k as f32;
+            }
+        }
+        Ok(Block { x, test, test_y: &task.test_y, y: &task.train_y, weight, trained, real: masks.len() })
     }
-    if masks.len() > LOGISTIC_BLOCK {
-        return Err(Error::InvalidArgument(format!("a block of {} models (at most {LOGISTIC_BLOCK})", masks.len())));
+
+    /// For logits `z` (`[pool, models]`): `dLoss_j/dz_ij = weight_ij (-y_i) sigmoid(-y_i z_ij)` into `residual`,
+    /// and each model's loss `sum_i weight_ij softplus(-y_i z_ij)` into `losses`.
+    fn residuals(
+        &self,
+        z: &tensor::ndarray::Array2<f32>,
+        residual: &mut tensor::ndarray::Array2<f32>,
+        losses: &mut [f64],
+    ) {
+        losses.iter_mut().for_each(|l| *l = 0.0);
+        tensor::ndarray::Zip::indexed(residual).and(z).and(&self.weight).for_each(|(i, j), r, &zij, &wij| {
+            if wij == 0.0 {
+                *r = 0.0;
+                return;
+            }
+            let (softplus, sigmoid) = logistic_terms(-self.y[i] * zij);
+            losses[j] += (wij * softplus) as f64;
+            *r = wij * -self.y[i] * sigmoid;
+        });
     }
-    let mut all = masks.to_vec();
-    all.resize(LOGISTIC_BLOCK, vec![false; n]);
-    Ok((all, masks.len()))
+
+    /// Test margins `y_t z_tj` of the real models from test logits `[tests, models]`.
+    fn margins(&self, logits: &tensor::ndarray::Array2<f32>) -> Vec<Vec<f64>> {
+        (0..self.real)
+            .map(|j| logits.column(j).iter().zip(self.test_y).map(|(z, y)| (z * y) as f64).collect())
+            .collect()
+    }
 }
 
 /// Small-MLP training settings: one hidden ReLU layer, full-batch Adam from a seeded init.
@@ -264,17 +298,14 @@ pub fn train_mlp_many(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) -
 
 /// One block (at most [`LOGISTIC_BLOCK`] masks) of [`train_mlp_many`], in a single thread.
 pub fn train_mlp_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) -> Result<Vec<Vec<f64>>> {
-    use tensor::ndarray::{Array1, Array2, Axis, Ix2, Zip};
+    use tensor::ndarray::{Array1, Array2, Axis, Zip};
     use tensor::nn::Linear;
     tensor::runtime_setup();
     if cfg.hidden == 0 || !(cfg.lr > 0.0) {
         return Err(Error::InvalidArgument(format!("MLP config {cfg:?}")));
     }
-    let n = task.n_train();
-    let (masks, real) = padded(masks, n)?;
-    let x = task.train_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("pool: {e}")))?;
-    let test = task.test_x.view().into_dimensionality::<Ix2>().map_err(|e| Error::Shape(format!("test: {e}")))?;
-    let (d, b, h) = (x.ncols(), masks.len(), cfg.hidden);
+    let block = Block::new(task, masks)?;
+    let (n, d, b, h, x) = (task.n_train(), block.x.ncols(), LOGISTIC_BLOCK, cfg.hidden, block.x);
     // The one-model path's init, drawn the same way, tiled across the block.
     let params = tensor::Params::<f32>::new();
     let mut rng = tensor::seeded(cfg.seed);
@@ -286,18 +317,10 @@ pub fn train_mlp_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) 
     let mut b1 = Array1::<f32>::from_shape_fn(b * h, |c| b1_0[[c % h]]);
     let mut w2 = Array2::<f32>::from_shape_fn((b, h), |(_, k)| w2_0[[0, k]]);
     let mut b2 = Array1::<f32>::from_elem(b, b2_0[[0]]);
-    let mut weight = Array2::<f32>::zeros((n, b));
-    let mut trained = vec![false; b];
-    for (j, m) in masks.iter().enumerate() {
-        let k = m.iter().filter(|&&v| v).count();
-        trained[j] = k > 0; // the empty subset keeps the init, as in the one-model path
-        for i in (0..n).filter(|&i| m[i]) {
-            weight[[i, j]] = 1.0 / k as f32;
-        }
-    }
-    let y = Array1::from_vec(task.train_y.clone());
+    let trained = &block.trained;
     let opt = tensor::optim::AdamConfig::adamw(cfg.lr, cfg.l2);
     let mut moments = [(); 4].map(|_| (Vec::<f32>::new(), Vec::<f32>::new()));
+    let (mut dz, mut losses) = (Array2::<f32>::zeros((n, b)), vec![0.0f64; b]);
     let forward = |xs: tensor::ndarray::ArrayView2<f32>,
                    w1: &Array2<f32>,
                    b1: &Array1<f32>,
@@ -314,16 +337,7 @@ pub fn train_mlp_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) 
     };
     for step in 0..cfg.steps {
         let (pre, act, z) = forward(x, &w1, &b1, &w2, &b2);
-        let mut dz = Array2::<f32>::zeros((n, b));
-        let mut losses = vec![0.0f64; b];
-        Zip::indexed(&mut dz).and(&z).and(&weight).for_each(|(i, j), g, &zij, &wij| {
-            if wij == 0.0 {
-                return;
-            }
-            let (softplus, sigmoid) = logistic_terms(-y[i] * zij);
-            losses[j] += (wij * softplus) as f64;
-            *g = wij * -y[i] * sigmoid;
-        });
+        block.residuals(&z, &mut dz, &mut losses);
         for (j, loss) in losses.iter().enumerate().filter(|(j, _)| trained[*j]) {
             tensor::check_loss(step as u64, *loss)
                 .map_err(|e| Error::Numerical(format!("model {j} of the block: {e}")))?;
@@ -381,8 +395,8 @@ pub fn train_mlp_block(task: &BinaryTask, masks: &[Vec<bool>], cfg: &MlpConfig) 
             owner_b2,
         );
     }
-    let (_, _, z) = forward(test, &w1, &b1, &w2, &b2);
-    Ok((0..real).map(|j| z.column(j).iter().zip(&task.test_y).map(|(z, y)| (z * y) as f64).collect()).collect())
+    let (_, _, z) = forward(block.test, &w1, &b1, &w2, &b2);
+    Ok(block.margins(&z))
 }
 
 /// One AdamW step on the entries whose model trains, with the arithmetic of [`tensor::optim::Adam`].

@@ -67,6 +67,20 @@ impl Default for DecoderConfig {
 }
 
 impl DecoderConfig {
+    /// A rotary-position decoder of the given shape whose vocabulary is the tokenizer's (`vocab_size` 0), the
+    /// other settings at their defaults: the shape of the growth and SALT reproductions.
+    pub fn rotary(context: usize, d_model: usize, n_layers: usize, n_heads: usize) -> Self {
+        DecoderConfig {
+            vocab_size: 0,
+            context,
+            d_model,
+            n_layers,
+            n_heads,
+            positions: Positions::Rotary,
+            ..Self::default()
+        }
+    }
+
     /// nanoGPT's CPU `shakespeare_char` baseline: 4 layers, 4 heads, width 128, context 64, no bias, dropout 0.
     pub fn nanogpt_shakespeare_char(vocab_size: usize) -> Self {
         DecoderConfig { vocab_size, context: 64, d_model: 128, n_layers: 4, n_heads: 4, bias: false, ..Self::default() }

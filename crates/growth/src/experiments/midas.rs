@@ -7,7 +7,7 @@ use report::{Check, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
 use train::Trainer;
 use train::lm::{AnswerProbe, Corpus, LmConfig, LmObjective, TokenizedCorpus, TokenizerChoice};
-use transformer::{DecoderConfig, Positions, flops};
+use transformer::{DecoderConfig, flops};
 
 use crate::compute::flops_to_reach;
 use crate::hook::GrowthHook;
@@ -81,15 +81,7 @@ impl Presets for MidasConfig {
         }
     }
     fn quick() -> Self {
-        let model = DecoderConfig {
-            vocab_size: 0,
-            context: 64,
-            d_model: 128,
-            n_layers: 6,
-            n_heads: 4,
-            positions: Positions::Rotary,
-            ..DecoderConfig::default()
-        };
+        let model = DecoderConfig::rotary(64, 128, 6, 4);
         MidasConfig {
             lm: lm(model, Corpus::Wikitext2 { tokenizer: TokenizerChoice::Bytes }, 600, 20),
             stage_layers: vec![2, 4, 6],

@@ -8,7 +8,7 @@ use report::{Check, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
 use train::Trainer;
 use train::lm::{Corpus, LmConfig, LmObjective, TokenizedCorpus, TokenizerChoice};
-use transformer::{DecoderConfig, Positions};
+use transformer::DecoderConfig;
 
 use crate::raptr::{PathSampler, PathScaling, RaptrConfig, RaptrHook, RaptrPlan};
 use crate::schedule::StageLengths;
@@ -58,15 +58,7 @@ impl Presets for RaptrExperimentConfig {
         }
     }
     fn quick() -> Self {
-        let model = DecoderConfig {
-            vocab_size: 0,
-            context: 64,
-            d_model: 128,
-            n_layers: 6,
-            n_heads: 4,
-            positions: Positions::Rotary,
-            ..DecoderConfig::default()
-        };
+        let model = DecoderConfig::rotary(64, 128, 6, 4);
         RaptrExperimentConfig {
             lm: lm(model, Corpus::Wikitext2 { tokenizer: TokenizerChoice::Bytes }, 600, 20),
             path_lengths: vec![3, 4, 5, 6],

@@ -10,7 +10,7 @@ use report::{Check, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
 use train::Trainer;
 use train::lm::{Corpus, LmConfig, LmObjective, TokenizedCorpus, TokenizerChoice};
-use transformer::{Decoder, DecoderConfig, Positions, flops};
+use transformer::{Decoder, DecoderConfig, flops};
 
 use crate::distill::{DistillConfig, KdSchedule};
 use crate::objective::SaltObjective;
@@ -46,25 +46,13 @@ fn lm(model: DecoderConfig, corpus: Corpus, steps: u64, eval_batches: usize) -> 
     LmConfig::small_pretraining(model, corpus, steps, eval_batches)
 }
 
-fn model(context: usize, d_model: usize, n_layers: usize, n_heads: usize) -> DecoderConfig {
-    DecoderConfig {
-        vocab_size: 0,
-        context,
-        d_model,
-        n_layers,
-        n_heads,
-        positions: Positions::Rotary,
-        ..DecoderConfig::default()
-    }
-}
-
 impl Presets for KdPhaseConfig {
     fn smoke() -> Self {
         let corpus = Corpus::Synthetic { tokens: 20_000, vocab: 64, seed: 1 };
         KdPhaseConfig {
-            student: lm(model(32, 32, 2, 2), corpus.clone(), 20, 2),
-            teacher: lm(model(32, 16, 1, 2), corpus.clone(), 20, 2),
-            weak_teacher: lm(model(32, 8, 1, 1), corpus, 4, 2),
+            student: lm(DecoderConfig::rotary(32, 32, 2, 2), corpus.clone(), 20, 2),
+            teacher: lm(DecoderConfig::rotary(32, 16, 1, 2), corpus.clone(), 20, 2),
+            weak_teacher: lm(DecoderConfig::rotary(32, 8, 1, 1), corpus, 4, 2),
             selection: SelectionConfig { pool_windows: 64, score_batch: 16, ..Self::quick().selection },
             ..Self::quick()
         }
@@ -72,9 +60,9 @@ impl Presets for KdPhaseConfig {
     fn quick() -> Self {
         let corpus = Corpus::Wikitext2 { tokenizer: TokenizerChoice::Bytes };
         KdPhaseConfig {
-            student: lm(model(64, 128, 4, 4), corpus.clone(), 600, 20),
-            teacher: lm(model(64, 64, 2, 4), corpus.clone(), 600, 20),
-            weak_teacher: lm(model(64, 32, 1, 2), corpus, 600, 20),
+            student: lm(DecoderConfig::rotary(64, 128, 4, 4), corpus.clone(), 600, 20),
+            teacher: lm(DecoderConfig::rotary(64, 64, 2, 4), corpus.clone(), 600, 20),
+            weak_teacher: lm(DecoderConfig::rotary(64, 32, 1, 2), corpus, 600, 20),
             kd_fraction: 0.2,
             kd_weight: 0.5,
             temperature: 1.0,
@@ -87,9 +75,9 @@ impl Presets for KdPhaseConfig {
     fn full() -> Self {
         let corpus = Corpus::Wikitext2 { tokenizer: TokenizerChoice::Bpe { vocab_size: 2048 } };
         KdPhaseConfig {
-            student: lm(model(128, 128, 6, 4), corpus.clone(), 1200, 40),
-            teacher: lm(model(128, 64, 2, 4), corpus.clone(), 1200, 40),
-            weak_teacher: lm(model(128, 32, 1, 2), corpus, 1200, 40),
+            student: lm(DecoderConfig::rotary(128, 128, 6, 4), corpus.clone(), 1200, 40),
+            teacher: lm(DecoderConfig::rotary(128, 64, 2, 4), corpus.clone(), 1200, 40),
+            weak_teacher: lm(DecoderConfig::rotary(128, 32, 1, 2), corpus, 1200, 40),
             selection: SelectionConfig { pool_windows: 12_000, ..Self::quick().selection },
             seeds: 2,
             ..Self::quick()
@@ -155,7 +143,9 @@ impl Experiment for KdPhase {
         let (weak, weak_row) = train_teacher("weak teacher", &cfg.weak_teacher, &corpus, teacher_seed, &mut report)?;
         bar.inc(1);
         report.metric("teachers", [&teacher_row, &weak_row]);
-        let student_batcher = LmObjective::from_corpus(&cfg.student, corpus.clone())?.train;
+        let s = &cfg.student;
+        let student_batcher =
+            data::batch::LmBatcher::new(corpus.train.clone(), s.model.context, s.batch, s.sampling, s.data_seed)?;
         let selection = select(&teacher, &student_batcher, &cfg.selection, ctx.seed_for("selection pool"))?;
         report.metric("selection", selection_summary(&selection));
         report.metric("n_kd", cfg.kd_steps());
