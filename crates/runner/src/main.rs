@@ -5,6 +5,8 @@
 //! strata reproduce <id>|all [--smoke|--quick] [--seed N] [--out DIR] [--data DIR] [--verify-config]
 //! strata reproduce <id> [--smoke|--quick] --print-config > cfg.json
 //! strata reproduce <id> --config cfg.json [--seed N] [--out DIR] [--data DIR]
+//! strata reproduce <id> [--smoke|--quick|--config F] --set section.field=value ...
+//! strata reproduce all --skip <id> ...
 //! ```
 //!
 //! The experiments come from each domain crate's `experiments::all()`; this binary holds no list of its own.
@@ -27,6 +29,7 @@ fn experiments() -> Vec<Box<dyn DynExperiment>> {
         train::experiments::all(),
         growth::experiments::all(),
         salt::experiments::all(),
+        mwp::experiments::all(),
         datamodels::experiments::all(),
     ]
     .into_iter()
@@ -78,6 +81,14 @@ struct ReproduceArgs {
     /// <out>/verify/<id>/, and fail if any metric differs.
     #[arg(long)]
     verify_config: bool,
+    /// Override one config field: a dotted path and a value (JSON, else taken as a string), e.g.
+    /// `--set backend.base_url=http://gpu-box:8000/v1 --set backend.model=qwen2.5-7b`. Repeatable; one
+    /// experiment id only.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    overrides: Vec<String>,
+    /// With `all`: leave this experiment out (repeatable).
+    #[arg(long, value_name = "ID")]
+    skip: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -107,7 +118,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         if args.config.is_some() || args.print_config {
             bail!("--config and --print-config take one experiment id, not `all`");
         }
-        all.iter().map(|e| e.as_ref()).collect()
+        for s in &args.skip {
+            if !all.iter().any(|e| e.id() == s) {
+                bail!("--skip {s}: no such experiment; `strata reproduce --list` shows them");
+            }
+        }
+        if !args.overrides.is_empty() {
+            bail!("--set takes one experiment id, not `all` (configs differ)");
+        }
+        all.iter().filter(|e| !args.skip.contains(&e.id().to_string())).map(|e| e.as_ref()).collect()
     } else {
         match all.iter().find(|e| e.id() == id) {
             Some(e) => vec![e.as_ref()],
@@ -127,6 +146,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Some(chosen[0].parse_config(&text).with_context(|| format!("{} is not a config of {id}", path.display()))?)
         }
         None => None,
+    };
+    let file_config = if args.overrides.is_empty() {
+        file_config
+    } else {
+        let mut config = file_config.unwrap_or_else(|| chosen[0].config_json(scale));
+        for o in &args.overrides {
+            apply_override(&mut config, o)?;
+        }
+        Some(chosen[0].parse_config(&config.to_string()).with_context(|| format!("the config of {id} after --set"))?)
     };
     if args.print_config {
         let config = file_config.unwrap_or_else(|| chosen[0].config_json(scale));
@@ -168,6 +196,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         bail!("{} experiment(s) could not run: {}", failed_runs.len(), failed_runs.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Applies `path=value` to a config: every segment of the dotted path must exist (a typo is an error that
+/// lists the keys there); the value is parsed as JSON, else taken as a string.
+fn apply_override(config: &mut serde_json::Value, spec: &str) -> Result<()> {
+    let (path, raw) = spec.split_once('=').with_context(|| format!("--set {spec}: expected PATH=VALUE"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+    let mut node = config;
+    let segments: Vec<&str> = path.split('.').collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let obj = node
+            .as_object_mut()
+            .with_context(|| format!("--set {path}: `{}` is not a section", segments[..i].join(".")))?;
+        if !obj.contains_key(*seg) {
+            let keys: Vec<&String> = obj.keys().collect();
+            bail!("--set {path}: no field `{seg}` here (fields: {keys:?})");
+        }
+        node = obj.get_mut(*seg).expect("checked");
+    }
+    *node = value;
+    Ok(())
 }
 
 fn context(args: &ReproduceArgs, id: &str, scale: Scale, out: PathBuf) -> RunCtx {

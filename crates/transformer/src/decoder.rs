@@ -472,7 +472,22 @@ impl<F: Float> Decoder<F> {
     /// Continues `prompt` by `max_new` tokens. Within the context, a KV cache makes each new token one
     /// position of work; beyond it, each step recomputes the last `context` tokens (as nanoGPT does).
     pub fn generate(&self, prompt: &[usize], max_new: usize, sampling: Sampling, rng: &mut Rng) -> Result<Vec<usize>> {
-        self.generate_impl(prompt, max_new, sampling, rng, true)
+        Ok(self.generate_impl(prompt, max_new, sampling, rng, true, &[])?.0)
+    }
+
+    /// [`Decoder::generate`] that also stops as soon as the new tokens end with one of the `stop` sequences
+    /// (as an OpenAI `stop` does); the stop sequence is not returned. Returns the sequence (prompt included)
+    /// and whether a stop sequence ended it (false: `max_new` tokens were generated). Empty stop sequences are
+    /// ignored.
+    pub fn generate_until(
+        &self,
+        prompt: &[usize],
+        max_new: usize,
+        sampling: Sampling,
+        rng: &mut Rng,
+        stop: &[Vec<usize>],
+    ) -> Result<(Vec<usize>, bool)> {
+        self.generate_impl(prompt, max_new, sampling, rng, true, stop)
     }
 
     /// [`Decoder::generate`] without the cache: every step runs the whole (cropped) sequence. The reference
@@ -484,7 +499,7 @@ impl<F: Float> Decoder<F> {
         sampling: Sampling,
         rng: &mut Rng,
     ) -> Result<Vec<usize>> {
-        self.generate_impl(prompt, max_new, sampling, rng, false)
+        Ok(self.generate_impl(prompt, max_new, sampling, rng, false, &[])?.0)
     }
 
     fn generate_impl(
@@ -494,7 +509,8 @@ impl<F: Float> Decoder<F> {
         sampling: Sampling,
         rng: &mut Rng,
         cached: bool,
-    ) -> Result<Vec<usize>> {
+        stop: &[Vec<usize>],
+    ) -> Result<(Vec<usize>, bool)> {
         if prompt.is_empty() {
             return Err(Error::Input("generation needs a non-empty prompt".into()));
         }
@@ -520,8 +536,13 @@ impl<F: Float> Decoder<F> {
             let next = pick(&logits, sampling, rng);
             seq.push(next);
             pending = vec![next];
+            let generated = &seq[prompt.len()..];
+            if let Some(s) = stop.iter().find(|s| !s.is_empty() && generated.ends_with(s)) {
+                seq.truncate(seq.len() - s.len());
+                return Ok((seq, true));
+            }
         }
-        Ok(seq)
+        Ok((seq, false))
     }
 
     /// Inserts a copy of layer `from` at index `at` (layers `at..` move up by one), as stacking-style growth
