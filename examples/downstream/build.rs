@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-const CRATES: [&str; 10] =
-    ["tensor", "report", "data", "icl", "saliency", "datamodels", "transformer", "train", "growth", "salt"];
+const CRATES: [&str; 11] =
+    ["tensor", "report", "data", "icl", "saliency", "datamodels", "transformer", "train", "growth", "salt", "mwp"];
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

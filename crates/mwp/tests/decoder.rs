@@ -55,3 +55,39 @@ fn decoder_backend_applies_stop_strings() {
     assert_eq!(stopped.text, free.text[..free.text.find(&stop).unwrap()]);
     assert!(backend.identity().contains("test"));
 }
+
+/// A saved decoder answers the whole evaluation through `DecoderBackend::load` (it scores near zero: the
+/// point is the plumbing, and that replies are cut at the stop strings).
+#[test]
+fn saved_decoder_runs_the_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("model.safetensors");
+    byte_model().save(&weights).unwrap();
+    let backend = DecoderBackend::load(&weights, &strata_mwp::decoder::TokenizerSpec::Bytes).unwrap();
+    assert!(backend.identity().contains("sha256="));
+    let p = strata_mwp::data::text::SvampProblem {
+        id: "d-1".into(),
+        body: "Tom has 3 pens and buys 4 more.".into(),
+        question: "How many pens?".into(),
+        equation: "( 3.0 + 4.0 )".into(),
+        answer: 7.0,
+        kind: "Addition".into(),
+    };
+    let problems = vec![strata_mwp::symbolic::symbolize(&p, strata_mwp::VariableStyle::Wxyz).unwrap()];
+    let generation = strata_mwp::eval::Generation {
+        max_tokens: 12,
+        answer_tokens: 6,
+        temperature: 0.0,
+        stop: vec!["Q".into()],
+        concurrency: 2,
+    };
+    let prompts = strata_mwp::prompts::PromptSet::default();
+    let rows = strata_mwp::eval::evaluate(&backend, &problems, &prompts, &generation, 0, 8, &|| {}).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(!rows[0].numeric.reasoning.contains('Q'));
+    let again = strata_mwp::eval::evaluate(&backend, &problems, &prompts, &generation, 0, 8, &|| {}).unwrap();
+    assert_eq!(rows, again, "greedy decoding repeats");
+    let missing =
+        DecoderBackend::load(&dir.path().join("nope.safetensors"), &strata_mwp::decoder::TokenizerSpec::Bytes);
+    assert!(missing.unwrap_err().to_string().contains("nope.safetensors"));
+}

@@ -80,3 +80,55 @@ fn the_list_comes_from_the_crates() {
         assert!(text.contains(id), "{id} missing from\n{text}");
     }
 }
+
+#[test]
+fn set_overrides_fields_and_refuses_typos_and_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = strata(
+        &[
+            "reproduce",
+            "mwp/svamp-sym",
+            "--smoke",
+            "--set",
+            "backend.base_url=http://gpu-box:8000/v1",
+            "--set",
+            "generation.max_tokens=256",
+            "--set",
+            "generation.stop=[\"\\n\\n\", \"Q:\"]",
+            "--print-config",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["backend"]["base_url"], "http://gpu-box:8000/v1", "a non-JSON value is a string");
+    assert_eq!(config["generation"]["max_tokens"], 256);
+    assert_eq!(config["generation"]["stop"], serde_json::json!(["\n\n", "Q:"]));
+    // A whole section as JSON: the Strata decoder backend.
+    let out = strata(
+        &[
+            "reproduce",
+            "mwp/svamp-sym",
+            "--smoke",
+            "--set",
+            r#"backend={"kind":"strata","weights":"model.safetensors","tokenizer":{"kind":"bytes"}}"#,
+            "--print-config",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (spec, named) in [
+        ("backend.modle=x", "modle"),
+        ("generation.max_tokens=many", "max_tokens"),
+        ("problems.count=3", "problems"),
+        ("no_equals_sign", "PATH=VALUE"),
+    ] {
+        let out = strata(&["reproduce", "mwp/svamp-sym", "--smoke", "--set", spec, "--print-config"], dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(named), "{spec}: {err}");
+    }
+    let out = strata(&["reproduce", "all", "--smoke", "--set", "problems=3"], dir.path());
+    assert!(!out.status.success());
+    let out = strata(&["reproduce", "all", "--smoke", "--skip", "no/such"], dir.path());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no/such"));
+}

@@ -33,3 +33,6 @@ pub mod growth {}
 
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/salt.md"))]
 pub mod salt {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/mwp.md"))]
+pub mod mwp {}
