@@ -124,9 +124,35 @@ pub fn search_roots(explicit: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// Finds the dataset's folder (the first root holding all its files with the right sizes) without hashing.
+/// An explicit root (`--data DIR`) is the only place looked: a dataset missing from it, or a file of the wrong
+/// size there, is an error naming the file, never a silent fall-back to `STRATA_DATA` or the user cache.
 pub fn resolve_unverified(name: &str, explicit: Option<&Path>) -> Result<PathBuf> {
     let ds = dataset(name)?;
-    let roots = search_roots(explicit);
+    if let Some(root) = explicit {
+        let dir = root.join(ds.name);
+        for f in ds.files {
+            let path = dir.join(f.path);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() == f.bytes => {}
+                Ok(m) => {
+                    return Err(Error::Format {
+                        path,
+                        message: format!("{} bytes, expected {} (a partial or different file)", m.len(), f.bytes),
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::NotFound {
+                        name: ds.name.into(),
+                        searched: format!("{} (given explicitly; {} is missing)", dir.display(), f.path),
+                        files: ds.files.iter().map(|f| f.path).collect::<Vec<_>>().join(", "),
+                        url: ds.url.into(),
+                    });
+                }
+            }
+        }
+        return Ok(dir);
+    }
+    let roots = search_roots(None);
     for root in &roots {
         let dir = root.join(ds.name);
         let complete = ds.files.iter().all(|f| std::fs::metadata(dir.join(f.path)).is_ok_and(|m| m.len() == f.bytes));

@@ -77,14 +77,25 @@ fn malformed_mnist_files_are_errors_naming_the_file() {
 fn unknown_and_missing_datasets_say_what_to_do() {
     assert!(matches!(dataset("imagenet"), Err(Error::UnknownDataset(..))));
     let empty = tempfile::tempdir().unwrap();
-    // Only the explicit root can be controlled here; the error lists it and the files to fetch.
+    // An explicit root is the only place looked (even when STRATA_DATA or the cache holds MNIST); the error
+    // names it and the files to fetch.
     match resolve_unverified("mnist", Some(empty.path())) {
         Err(Error::NotFound { searched, files, url, .. }) => {
             assert!(searched.contains(&empty.path().join("mnist").display().to_string()));
             assert!(files.contains("train-images-idx3-ubyte.gz") && url.starts_with("http"));
         }
-        Ok(dir) => assert!(!dir.starts_with(empty.path()), "an empty folder cannot hold MNIST"),
+        Ok(dir) => panic!("an empty --data folder fell back to {}", dir.display()),
         Err(e) => panic!("unexpected {e}"),
+    }
+    // A file of the wrong size in the explicit root is an error naming it, not a fall-back.
+    let ds = dataset("tinyshakespeare").unwrap();
+    std::fs::create_dir_all(empty.path().join("tinyshakespeare")).unwrap();
+    std::fs::write(empty.path().join("tinyshakespeare").join(ds.files[0].path), b"partial").unwrap();
+    match resolve_unverified("tinyshakespeare", Some(empty.path())) {
+        Err(Error::Format { path, message }) => {
+            assert!(path.ends_with("input.txt") && message.contains("7 bytes"), "{message}");
+        }
+        other => panic!("expected a size error, got {other:?}"),
     }
 }
 

@@ -85,6 +85,16 @@ fn header_bytes(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
     h
 }
 
+/// The data bytes of an array, or `None` when the element count or byte size overflows.
+pub fn array_bytes(shape: &[usize], dtype: Dtype) -> Option<u64> {
+    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    (count as u64).checked_mul(dtype.size() as u64)
+}
+
+/// The largest store array `create_or_open` makes (1 TiB): beyond it a typo in `--models` or `--pool` would
+/// fill a disk with sparse files before anything fails.
+pub const MAX_STORE_ARRAY_BYTES: u64 = 1 << 40;
+
 /// Reads and checks a `.npy` header: magic, version, little-endian supported dtype, C order, data size.
 pub fn read_header(path: &Path) -> Result<NpyHeader> {
     let mut f = File::open(path).map_err(|e| file_err(path, e.to_string()))?;
@@ -129,8 +139,13 @@ pub fn read_header(path: &Path) -> Result<NpyHeader> {
         .map(|t| t.parse::<usize>().map_err(|_| file_err(path, format!("bad shape entry {t}"))))
         .collect::<Result<Vec<_>>>()?;
     let data_offset = (start + len) as u64;
-    let expected = shape.iter().product::<usize>() as u64 * dtype.size() as u64;
-    let actual = f.metadata().map_err(|e| file_err(path, e.to_string()))?.len() - data_offset;
+    // Sizes computed from a header are checked: a crafted shape must not wrap around.
+    let expected = array_bytes(&shape, dtype)
+        .ok_or_else(|| file_err(path, format!("shape {shape:?} of {descr} overflows the addressable size")))?;
+    let file_len = f.metadata().map_err(|e| file_err(path, e.to_string()))?.len();
+    let actual = file_len
+        .checked_sub(data_offset)
+        .ok_or_else(|| file_err(path, format!("file of {file_len} bytes ends before its data offset {data_offset}")))?;
     if actual != expected {
         return Err(file_err(
             path,
@@ -194,7 +209,7 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
 
 /// Writes a whole array as `.npy` atomically (f32 or bool data given as f64 / 0-1 values).
 pub fn write_npy(path: &Path, dtype: Dtype, shape: &[usize], values: &[f64]) -> Result<()> {
-    if shape.iter().product::<usize>() != values.len() {
+    if shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) != Some(values.len()) {
         return Err(Error::Shape(format!("{} values for shape {shape:?}", values.len())));
     }
     let mut bytes = header_bytes(dtype, shape);
@@ -278,6 +293,15 @@ const FILES: [&str; 3] = ["masks.npy", "margins.npy", "done.npy"];
 impl Store {
     /// Creates a store with every row pending, or opens an existing one with the same metadata.
     pub fn create_or_open(dir: &Path, meta: StoreMeta) -> Result<Store> {
+        // Every size is checked before anything is created.
+        for (name, (dtype, shape)) in FILES.iter().zip(&Self::array_specs(&meta)) {
+            if array_bytes(shape, *dtype).is_none_or(|b| b > MAX_STORE_ARRAY_BYTES) {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} of shape {shape:?} would exceed {MAX_STORE_ARRAY_BYTES} bytes (1 TiB), the largest \
+                     array a store makes; check --models, --pool and the number of outputs"
+                )));
+            }
+        }
         std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
         let meta_path = dir.join("meta.json");
         if meta_path.exists() {
@@ -287,23 +311,28 @@ impl Store {
             }
             return Ok(store);
         }
-        let specs = [
-            (Dtype::Bool, vec![meta.models, meta.pool]),
-            (Dtype::F32, vec![meta.models, meta.outputs]),
-            (Dtype::Bool, vec![meta.models]),
-        ];
+        let specs = Self::array_specs(&meta);
         for (name, (dtype, shape)) in FILES.iter().zip(&specs) {
             let path = dir.join(name);
             let header = header_bytes(*dtype, shape);
             let f = File::create(&path).map_err(|e| file_err(&path, e.to_string()))?;
             f.write_all_at(&header, 0).map_err(|e| file_err(&path, e.to_string()))?;
-            f.set_len(header.len() as u64 + shape.iter().product::<usize>() as u64 * dtype.size() as u64)
+            f.set_len(header.len() as u64 + array_bytes(shape, *dtype).expect("checked above"))
                 .map_err(|e| file_err(&path, e.to_string()))?;
             f.sync_all().map_err(|e| file_err(&path, e.to_string()))?;
         }
         // meta.json last: its presence means the arrays exist.
         tensor::write_atomic(&meta_path, serde_json::to_string_pretty(&meta).expect("serializes").as_bytes())?;
         Store::open(dir)
+    }
+
+    /// The dtype and shape of each array file, in `FILES` order.
+    fn array_specs(meta: &StoreMeta) -> [(Dtype, Vec<usize>); 3] {
+        [
+            (Dtype::Bool, vec![meta.models, meta.pool]),
+            (Dtype::F32, vec![meta.models, meta.outputs]),
+            (Dtype::Bool, vec![meta.models]),
+        ]
     }
 
     /// Opens an existing store, checking the arrays against its metadata.

@@ -138,3 +138,72 @@ fn killed_worker_process_resumes_to_identical_files() {
     assert!(args(&killed).status().unwrap().success());
     assert_eq!(files(&killed), files(&clean));
 }
+
+/// Run hygiene of `strata-train`: a used output folder, a resume with another config, a corrupt or edited
+/// checkpoint, and a folder another process holds are each refused with an error that says what is wrong.
+#[test]
+fn strata_train_refuses_unsafe_resumes_and_shared_folders() {
+    let bin = env!("CARGO_BIN_EXE_strata-train");
+    let work = tempfile::tempdir().unwrap();
+    let write_cfg = |name: &str, cfg: &LmConfig| {
+        let p = work.path().join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(cfg).unwrap()).unwrap();
+        p
+    };
+    let cfg = lm_config(20, 10, 16);
+    let cfg_path = write_cfg("lm.json", &cfg);
+    let out = work.path().join("run");
+    let train = |cfg: &Path, extra: &[&str]| {
+        Command::new(bin).arg("--config").arg(cfg).arg("--out").arg(&out).args(extra).output().unwrap()
+    };
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let first = train(&cfg_path, &[]);
+    assert!(first.status.success(), "{}", err(&first));
+    assert!(!out.join(".lock").exists(), "the lock is released at exit");
+
+    // A fresh run into a used folder: refused, then allowed with --overwrite.
+    let again = train(&cfg_path, &[]);
+    assert!(!again.status.success() && err(&again).contains("--overwrite"), "{}", err(&again));
+    assert!(train(&cfg_path, &["--overwrite"]).status.success());
+
+    // Resuming with another batch size or context (outside the `train` section): refused, naming the fields.
+    let mut other = cfg.clone();
+    other.batch = 4;
+    other.model.context = 16;
+    let o = train(&write_cfg("other.json", &other), &["--resume"]);
+    assert!(!o.status.success(), "a resume with another config was accepted");
+    assert!(err(&o).contains("batch") && err(&o).contains("model.context"), "{}", err(&o));
+
+    // A flipped byte in the checkpoint's model file: refused by its SHA-256.
+    let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
+    let ckpt = out.join("checkpoints").join(latest.trim());
+    let model = ckpt.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x10;
+    std::fs::write(&model, &bytes).unwrap();
+    let o = train(&cfg_path, &["--resume"]);
+    assert!(!o.status.success() && err(&o).contains("SHA-256"), "{}", err(&o));
+    bytes[n - 3] ^= 0x10;
+    std::fs::write(&model, &bytes).unwrap();
+
+    // A hand-edited state beyond the run's end: refused (not "done" without training).
+    let state_path = ckpt.join("state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    v["step"] = 500.into();
+    std::fs::write(&state_path, v.to_string()).unwrap();
+    let o = train(&cfg_path, &["--resume"]);
+    assert!(!o.status.success() && err(&o).contains("beyond"), "{}", err(&o));
+    std::fs::write(&state_path, state).unwrap();
+    let o = train(&cfg_path, &["--resume"]);
+    assert!(o.status.success(), "the restored checkpoint resumes: {}", err(&o));
+
+    // A folder held by a live process (this test's own pid) is refused; a stale lock is taken over.
+    std::fs::write(out.join(".lock"), std::process::id().to_string()).unwrap();
+    let o = train(&cfg_path, &["--resume"]);
+    assert!(!o.status.success() && err(&o).contains("another process"), "{}", err(&o));
+    std::fs::write(out.join(".lock"), "999999999").unwrap();
+    let o = train(&cfg_path, &["--resume"]);
+    assert!(o.status.success(), "{}", err(&o));
+}

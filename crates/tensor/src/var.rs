@@ -316,8 +316,12 @@ impl<F: Float> Params<F> {
 
     /// Loads values for every parameter from a safetensors file: each must be present with the same shape,
     /// and the file must hold nothing else (use [`Params::load_partial`] to relax this).
+    ///
+    /// Tensors stored in half precision (f16, bf16) are refused here, before anything changes: loaded into an
+    /// f32/f64 model they would silently carry only half precision. [`Params::load_partial`] accepts them and
+    /// lists them in [`LoadReport::half_precision`].
     pub fn load(&self, path: &Path) -> Result<()> {
-        let loaded = self.load_partial(path)?;
+        let loaded = self.load_checked(path, false)?;
         if !loaded.missing.is_empty() {
             return Err(Error::MissingParams(loaded.missing));
         }
@@ -330,13 +334,32 @@ impl<F: Float> Params<F> {
     /// Loads every parameter the file has (converting f32/f64/f16/bf16 to this element type) and reports
     /// which were missing from the file or unknown to the model. Nothing is changed if a shape mismatches.
     pub fn load_partial(&self, path: &Path) -> Result<LoadReport> {
+        self.load_checked(path, true)
+    }
+
+    fn load_checked(&self, path: &Path, allow_half: bool) -> Result<LoadReport> {
         let stored = read_safetensors(path)?;
         let mut updates = Vec::new();
         let mut unexpected = Vec::new();
+        let mut half_precision = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (name, t) in stored.tensors {
             match self.get(&name) {
                 Some(var) => {
+                    if matches!(t, StoredTensor::Half(_)) {
+                        if !allow_half {
+                            return Err(Error::BadValue {
+                                name,
+                                reason: format!(
+                                    "{} stores it in half precision (f16/bf16); loading it into a {} model would \
+                                     keep only half precision (Params::load_partial accepts and lists such tensors)",
+                                    path.display(),
+                                    F::DTYPE_NAME
+                                ),
+                            });
+                        }
+                        half_precision.push(name.clone());
+                    }
                     let value = t.to_float::<F>().map_err(|reason| Error::BadValue { name: name.clone(), reason })?;
                     check_shape(&name, &var.shape(), value.shape())?;
                     seen.insert(name.clone());
@@ -350,7 +373,8 @@ impl<F: Float> Params<F> {
             var.set(value);
         }
         unexpected.sort();
-        Ok(LoadReport { missing, unexpected, metadata: stored.metadata })
+        half_precision.sort();
+        Ok(LoadReport { missing, unexpected, half_precision, metadata: stored.metadata })
     }
 }
 
@@ -361,6 +385,8 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// File tensors the model does not have (ignored).
     pub unexpected: Vec<String>,
+    /// Parameters loaded from half-precision (f16/bf16) tensors: their values carry only half precision.
+    pub half_precision: Vec<String>,
     pub metadata: HashMap<String, String>,
 }
 

@@ -124,3 +124,34 @@ fn loads_huggingface_minilm() {
     let w = q.1.to_float::<f32>().unwrap();
     assert!(w.iter().all(|x| x.is_finite()) && w.iter().any(|&x| x != 0.0));
 }
+
+/// A safetensors file holding one f16 tensor `w` of two values (1.0 and 0.333 rounded to f16), written by hand.
+fn f16_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut header = r#"{"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#.to_string();
+    while (header.len() + 8) % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(0x3c00u16.to_le_bytes()); // 1.0
+    bytes.extend(0x3555u16.to_le_bytes()); // 0.33325
+    let path = dir.join("half.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn half_precision_weights_are_refused_by_load_and_listed_by_load_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = f16_file(dir.path());
+    let params = Params::<f32>::new();
+    params.insert("w", ArrayD::from_elem(IxDyn(&[2]), 7.0f32)).unwrap();
+    let err = params.load(&path).unwrap_err().to_string();
+    assert!(err.contains("half precision") && err.contains("half.safetensors"), "{err}");
+    assert_eq!(params.get("w").unwrap().value().iter().copied().collect::<Vec<_>>(), [7.0, 7.0], "unchanged");
+    let report = params.load_partial(&path).unwrap();
+    assert_eq!(report.half_precision, ["w"]);
+    let w: Vec<f32> = params.get("w").unwrap().value().iter().copied().collect();
+    assert_eq!(w[0], 1.0);
+    assert!((w[1] - 0.33325).abs() < 1e-4);
+}

@@ -229,6 +229,39 @@ struct TrainerState {
     flops_run: u64,
     #[serde(default)]
     tokens_run: u64,
+    /// Everything else that determines the run (see [`Trainer::set_run_config`]).
+    #[serde(default)]
+    run_config: Option<serde_json::Value>,
+    /// SHA-256 of each file of the checkpoint, verified on resume (absent in checkpoints of older versions).
+    #[serde(default)]
+    sha256: BTreeMap<String, String>,
+}
+
+/// The files of a checkpoint directory besides `state.json`.
+const CHECKPOINT_FILES: [&str; 2] = ["model.safetensors", "optimizer.safetensors"];
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
+}
+
+/// The dotted paths at which two JSON values differ (`"batch"`, `"model.context"`).
+fn differing_paths(a: &serde_json::Value, b: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => differing_paths(u, v, &path, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a != b => out.push(if prefix.is_empty() { "(whole config)".into() } else { prefix.to_string() }),
+        _ => {}
+    }
 }
 
 /// The training loop. See the crate docs.
@@ -246,6 +279,7 @@ pub struct Trainer<O: Objective> {
     /// Tokens and seconds since the last metrics line.
     window: (u64, f64),
     bar: Option<indicatif::ProgressBar>,
+    run_config: Option<serde_json::Value>,
 }
 
 impl<O: Objective> std::fmt::Debug for Trainer<O> {
@@ -298,6 +332,7 @@ impl<O: Objective> Trainer<O> {
             tokens_run: 0,
             train_seconds: 0.0,
             window: (0, 0.0),
+            run_config: None,
             bar: None,
         })
     }
@@ -362,8 +397,17 @@ impl<O: Objective> Trainer<O> {
         Ok(Some(state.step))
     }
 
+    /// Records everything that determines the run beyond [`TrainConfig`] (for an LM run: the whole
+    /// `LmConfig`: model, corpus, batch, sampling, seeds). It is stored in every checkpoint, and
+    /// [`Trainer::resume`] refuses a checkpoint whose recorded config differs, naming the fields.
+    pub fn set_run_config(&mut self, config: serde_json::Value) {
+        self.run_config = Some(config);
+    }
+
     /// Loads the latest checkpoint in the output directory, if there is one; returns whether it did. The
-    /// checkpoint's training config must equal this run's (except `progress`).
+    /// checkpoint's training config must equal this run's (except `progress`), and so must the run config
+    /// when both record one; every file must match the SHA-256 recorded with it, and the state must be
+    /// consistent (its step within the run).
     pub fn resume(&mut self) -> Result<bool> {
         let Some(root) = self.checkpoint_root() else { return Ok(false) };
         let latest = root.join("latest");
@@ -384,6 +428,35 @@ impl<O: Objective> Trainer<O> {
                 "written by a run with another training config ({}); resume with the same config",
                 serde_json::to_string(&state.config).unwrap_or_default()
             )));
+        }
+        if let (Some(saved), Some(ours)) = (&state.run_config, &self.run_config) {
+            let mut fields = Vec::new();
+            differing_paths(saved, ours, "", &mut fields);
+            // The progress bar does not change the run.
+            fields.retain(|f| !f.ends_with("progress"));
+            if !fields.is_empty() {
+                return Err(bad(format!(
+                    "written by a run with another config (differing: {}); resume with the same config",
+                    fields.join(", ")
+                )));
+            }
+        }
+        if state.step > self.config.steps {
+            return Err(bad(format!(
+                "state.json is at step {}, beyond this run's {} steps (an edited or foreign state)",
+                state.step, self.config.steps
+            )));
+        }
+        for file in CHECKPOINT_FILES {
+            if let Some(expected) = state.sha256.get(file) {
+                let found = sha256_file(&dir.join(file))?;
+                if &found != expected {
+                    return Err(bad(format!(
+                        "{file}: SHA-256 {found} differs from the {expected} recorded when it was written \
+                         (a corrupt or replaced file)"
+                    )));
+                }
+            }
         }
         self.objective.params().load(&dir.join("model.safetensors"))?;
         let moments = tensor::OptimizerState::load(&dir.join("optimizer.safetensors"))?;
@@ -432,6 +505,8 @@ impl<O: Objective> Trainer<O> {
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         self.objective.params().save(&tmp.join("model.safetensors"), None)?;
         self.optimizer.state().save(&tmp.join("optimizer.safetensors"))?;
+        let sha256 =
+            CHECKPOINT_FILES.iter().map(|f| Ok((f.to_string(), sha256_file(&tmp.join(f))?))).collect::<Result<_>>()?;
         let state = TrainerState {
             step: self.step,
             seed: self.config.seed,
@@ -439,6 +514,8 @@ impl<O: Objective> Trainer<O> {
             config: self.config.clone(),
             flops_run: self.flops_run,
             tokens_run: self.tokens_run,
+            run_config: self.run_config.clone(),
+            sha256,
         };
         write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("json").as_bytes())?;
         if dir.exists() {
@@ -603,4 +680,52 @@ impl<O: Objective> Trainer<O> {
 
 fn fmt_metrics(m: &BTreeMap<String, f64>) -> String {
     m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
+}
+
+/// An exclusive claim on an output folder: `<dir>/.lock` holding the owner's pid, created atomically and
+/// removed when the guard drops. A second process on the same folder is refused while the owner lives; a lock
+/// left by a process that died (kill -9) is taken over.
+#[derive(Debug)]
+pub struct OutputLock {
+    path: PathBuf,
+}
+
+impl OutputLock {
+    pub fn acquire(dir: &Path) -> Result<OutputLock> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(".lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    write!(f, "{}", std::process::id()).map_err(io_err(&path))?;
+                    return Ok(OutputLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = owner.trim().parse().ok();
+                    let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                    if alive && pid != Some(std::process::id()) {
+                        return Err(Error::Checkpoint {
+                            path: path.clone(),
+                            message: format!(
+                                "another process (pid {}) is writing to this folder; wait for it or use another",
+                                owner.trim()
+                            ),
+                        });
+                    }
+                    // The owner is gone: take the lock over.
+                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Err(Error::Checkpoint { path, message: "could not take the lock".into() })
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

@@ -180,9 +180,11 @@ impl<F: Float> Encoder<F> {
         let stored = tensor::read_safetensors(&weights)?;
         let bad = |message: String| Error::File { path: weights.clone(), message };
         let mut seen = std::collections::HashSet::new();
+        let mut half = 0;
         for (name, t) in &stored.tensors {
             let name = name.strip_prefix("bert.").unwrap_or(name);
             let Some(var) = enc.params.get(name) else { continue };
+            half += matches!(t, tensor::StoredTensor::Half(_)) as usize;
             let value = t.to_float::<F>().map_err(|e| bad(format!("`{name}`: {e}")))?;
             if value.shape() != var.shape().as_slice() {
                 return Err(bad(format!("`{name}` has shape {:?}, the config gives {:?}", value.shape(), var.shape())));
@@ -193,6 +195,15 @@ impl<F: Float> Encoder<F> {
         let missing: Vec<String> = enc.params.names().into_iter().filter(|n| !seen.contains(n)).collect();
         if !missing.is_empty() {
             return Err(bad(format!("missing encoder parameters: {}", missing.join(", "))));
+        }
+        if half > 0 {
+            // Published checkpoints are often f16; accepted, but never silently.
+            eprintln!(
+                "warning: {half} tensors of {} are stored in half precision (f16/bf16); the {} encoder holds them \
+                 with half precision only",
+                weights.display(),
+                F::DTYPE_NAME
+            );
         }
         Ok(enc)
     }

@@ -266,16 +266,31 @@ fn claims(report: &mut Report, cfg: &SvampSymConfig, rows: &[ProblemRow], seed: 
     let lift = interval(rows, n, seed ^ 1, |r| {
         mean(r, |p| p.self_prompt.correct) - mean(r, |p| p.numeric.correct).max(mean(r, |p| p.symbolic.correct))
     })?;
-    for (name, f) in [
-        ("numeric accuracy", (|p: &ProblemRow| p.numeric.correct) as fn(&ProblemRow) -> bool),
+    let measures: [(&str, fn(&ProblemRow) -> bool); 5] = [
+        ("numeric accuracy", |p| p.numeric.correct),
         ("symbolic accuracy", |p| p.symbolic.correct),
         ("self-prompt symbolic accuracy", |p| p.self_prompt.correct),
         ("alignment", |p| p.symbolic.aligned),
         ("self-prompt alignment", |p| p.self_prompt.aligned),
-    ] {
+    ];
+    for (name, f) in measures {
         let iv = interval(rows, n, seed ^ 2, |r| mean(r, f))?;
         report.metric(&format!("{name} (95% interval)"), iv);
     }
+    // The same per problem type.
+    let mut kinds: std::collections::BTreeMap<&str, Vec<ProblemRow>> = Default::default();
+    for r in rows {
+        kinds.entry(r.kind.as_str()).or_default().push(r.clone());
+    }
+    let mut by_type = std::collections::BTreeMap::new();
+    for (kind, rs) in &kinds {
+        let mut m = std::collections::BTreeMap::new();
+        for (name, f) in measures {
+            m.insert(name, interval(rs, n, seed ^ 3, |r| mean(r, f))?);
+        }
+        by_type.insert(kind.to_string(), m);
+    }
+    report.metric("by_type (95% intervals)", by_type);
     report.metric("alignment gain (95% interval)", gain);
     report.metric("symbolic lift over max(numeric, symbolic) (95% interval)", lift);
     let aligned = rows.iter().filter(|r| r.self_prompt.aligned || r.symbolic.aligned).count();

@@ -4,7 +4,9 @@
 //! strata-train --config lm.json --out runs/lm [--data DIR] [--resume] [--progress]
 //! ```
 //! Writes `metrics.jsonl`, `checkpoints/`, `report.json` and the final weights `model.safetensors` to `--out`.
-//! With `--resume`, a run that was killed continues from its latest checkpoint to the same final weights.
+//! With `--resume`, a run that was killed continues from its latest checkpoint to the same final weights; the
+//! checkpoint must come from the same config (any differing field is named). A fresh run refuses an output
+//! folder that already holds a run unless `--overwrite`; two processes never share one (`--out/.lock`).
 
 use std::path::PathBuf;
 
@@ -31,6 +33,9 @@ struct Args {
     /// Show a progress bar.
     #[arg(long)]
     progress: bool,
+    /// Start afresh in an --out that already holds a run (its metrics and checkpoints are replaced).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
 }
 
 fn main() -> Result<()> {
@@ -39,10 +44,32 @@ fn main() -> Result<()> {
     let mut config: LmConfig =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
     config.train.progress |= args.progress;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let _lock = train::OutputLock::acquire(&args.out).context("locking the output folder")?;
+    let used = ["metrics.jsonl", "checkpoints"].iter().any(|f| args.out.join(f).exists());
+    if used && !args.resume {
+        if !args.overwrite {
+            anyhow::bail!(
+                "{} already holds a run (metrics.jsonl or checkpoints/): pass --resume to continue it or \
+                 --overwrite to start afresh",
+                args.out.display()
+            );
+        }
+        for f in ["metrics.jsonl", "checkpoints", "model.safetensors", "report.json"] {
+            let p = args.out.join(f);
+            let removed = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            if let Err(e) = removed
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(e).with_context(|| format!("removing {}", p.display()));
+            }
+        }
+    }
     let objective = LmObjective::with_save_dir(&config, args.data.as_deref(), Some(&args.out))
         .context("building the model and data")?;
     let mut trainer = Trainer::new(config.train.clone(), objective, Some(&args.out))?;
+    let mut fingerprint = config.clone();
+    fingerprint.train.progress = false;
+    trainer.set_run_config(serde_json::to_value(&fingerprint)?);
     if args.resume && trainer.resume().context("resuming")? {
         eprintln!("resumed at step {}", trainer.step_count());
     }
