@@ -373,6 +373,18 @@ fn resuming_with_damaged_optimizer_state_is_an_error_naming_the_parameter() {
         let copy = st.per_param[name].clone();
         st.per_param.insert("layers.9.mlp.fc.weight".into(), copy);
     };
+    // With the checksums recorded at save time, any rewrite of the file is caught first.
+    let mut st = original.clone();
+    transposed(&mut st);
+    st.save(&path).unwrap();
+    let mut resumed = Trainer::new(cfg.train.clone(), LmObjective::new(&cfg, None).unwrap(), Some(dir.path())).unwrap();
+    let err = resumed.resume().unwrap_err().to_string();
+    assert!(err.contains("SHA-256") && err.contains("optimizer.safetensors"), "{err}");
+    // Without them (a checkpoint of an older version, or a writer's bug), the state itself is checked.
+    let state_path = path.with_file_name("state.json");
+    let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("sha256");
+    std::fs::write(&state_path, state.to_string()).unwrap();
     for (damage, expect) in [
         (&transposed as &dyn Fn(&mut tensor::OptimizerState<f32>), "has shape"),
         (&lost, "lacks its `v` buffer"),
