@@ -96,6 +96,36 @@ fn npy_files_round_trip_and_bad_files_are_errors() {
     assert!(read_matrix(&p).unwrap_err().to_string().contains("dtype"));
     std::fs::write(&p, fake("<f8", "True")).unwrap();
     assert!(read_matrix(&p).unwrap_err().to_string().contains("Fortran"));
+    // A shape whose element count times the item size overflows: an error, not a wrapped size check.
+    let huge = |shape: &str| {
+        let dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut h = b"\x93NUMPY\x01\x00".to_vec();
+        h.extend((dict.len() as u16 + 1).to_le_bytes());
+        h.extend(dict.as_bytes());
+        h.push(b'\n');
+        h.extend([0u8; 8]);
+        h
+    };
+    std::fs::write(&p, huge("(4294967296, 4294967296)")).unwrap();
+    assert!(read_matrix(&p).unwrap_err().to_string().contains("overflows"));
+    std::fs::write(&p, huge("(2305843009213693952,)")).unwrap();
+    assert!(read_matrix(&p).unwrap_err().to_string().contains("overflows"));
+}
+
+/// `--models` or `--pool` far too large: refused before any file or folder is created, saying the limit.
+#[test]
+fn a_store_too_large_to_write_is_refused_before_anything_is_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let mut m = meta(8, Sampling::Iid { p: 0.5 });
+    m.models = 1 << 40;
+    m.pool = 1 << 20;
+    let err = Store::create_or_open(&dir, m.clone()).unwrap_err().to_string();
+    assert!(err.contains("1 TiB") && err.contains("--models"), "{err}");
+    assert!(!dir.exists(), "nothing is created");
+    m.models = usize::MAX;
+    assert!(Store::create_or_open(&dir, m).is_err());
+    assert!(!dir.exists());
 }
 
 #[test]
