@@ -57,31 +57,39 @@ fn files(dir: &Path) -> Vec<Vec<u8>> {
     ["masks.npy", "margins.npy", "done.npy"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
 }
 
-/// Kills a real `strata-train` process mid-run, resumes it, and compares the final weights byte for byte.
-#[test]
-fn resume_after_a_real_kill_gives_the_same_final_weights() {
+/// Runs `strata-train` once cleanly and once killed with SIGKILL after a checkpoint at step >= `kill_after`,
+/// then resumed; the final weights must be identical byte for byte, and so must the logged losses.
+fn kill_and_resume(cfg: &LmConfig, growth: Option<&growth::GrowthConfig>, kill_after: u64) {
     let bin = env!("CARGO_BIN_EXE_strata-train");
     let work = tempfile::tempdir().unwrap();
-    let cfg = lm_config(300, 20, 64);
     let cfg_path = work.path().join("lm.json");
-    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(cfg).unwrap()).unwrap();
+    let growth_path = work.path().join("growth.json");
+    if let Some(g) = growth {
+        std::fs::write(&growth_path, serde_json::to_string_pretty(g).unwrap()).unwrap();
+    }
     let run = |out: &Path, resume: bool| {
         let mut c = Command::new(bin);
         c.arg("--config").arg(&cfg_path).arg("--out").arg(out);
+        if growth.is_some() {
+            c.arg("--growth").arg(&growth_path);
+        }
         if resume {
             c.arg("--resume");
         }
         c
     };
     let clean = work.path().join("clean");
-    assert!(run(&clean, false).status().unwrap().success());
+    let out = run(&clean, false).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let killed = work.path().join("killed");
     let mut child = run(&killed, false).spawn().unwrap();
     let latest = killed.join("checkpoints").join("latest");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !latest.exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
+    let step_of = |name: &str| name.trim().trim_start_matches("step-").parse::<u64>().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(&latest).map_or(true, |n| step_of(&n) < kill_after) {
+        assert!(Instant::now() < deadline, "no checkpoint at step {kill_after} appeared");
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -89,7 +97,7 @@ fn resume_after_a_real_kill_gives_the_same_final_weights() {
     child.wait().unwrap();
     assert!(!killed.join("model.safetensors").exists(), "the run finished before the kill");
     let at = std::fs::read_to_string(&latest).unwrap();
-    assert_ne!(at.trim(), "step-00000300", "killed after the last checkpoint");
+    assert_ne!(step_of(&at), cfg.train.steps, "killed after the last checkpoint");
 
     let out = run(&killed, true).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -98,6 +106,30 @@ fn resume_after_a_real_kill_gives_the_same_final_weights() {
     let b = std::fs::read(killed.join("model.safetensors")).unwrap();
     assert!(a == b, "final weights differ after kill + resume");
     assert_eq!(read_metric_losses(&clean), read_metric_losses(&killed), "logged losses differ");
+}
+
+/// Kills a real `strata-train` process mid-run, resumes it, and compares the final weights byte for byte.
+#[test]
+fn resume_after_a_real_kill_gives_the_same_final_weights() {
+    kill_and_resume(&lm_config(300, 20, 64), None, 0);
+}
+
+/// The same for a run that grows (1 -> 2 -> 3 layers, MIDAS, Prop-1 stages starting at steps 40 and 120), killed
+/// after its first growth: the resumed process replays the plan to the checkpoint's depth.
+#[test]
+fn a_grown_run_killed_mid_run_resumes_to_the_same_final_weights() {
+    let mut cfg = lm_config(240, 20, 32);
+    cfg.model.n_layers = 1;
+    let growth = growth::GrowthConfig {
+        stage_layers: vec![1, 2, 3],
+        lengths: growth::StageLengths::PropAlpha { alpha: 1.0 },
+        operator: growth::Operator::CopyMiddle,
+        block: 1,
+        moments: growth::MomentPolicy::Fresh,
+        seed: 7,
+    };
+    assert_eq!(growth.plan(240).unwrap().starts, [0, 40, 120]);
+    kill_and_resume(&cfg, Some(&growth), 60);
 }
 
 /// A real worker process killed with SIGKILL mid-run, then restarted, ends with the same files as a clean run.

@@ -1,8 +1,11 @@
 //! `strata-train`: train a language model from a JSON config (see `train::lm::LmConfig`).
 //!
 //! ```text
-//! strata-train --config lm.json --out runs/lm [--data DIR] [--resume] [--progress]
+//! strata-train --config lm.json --out runs/lm [--data DIR] [--resume] [--progress] [--growth growth.json]
 //! ```
+//! `--growth` grows the model during the run (a `strata_growth::GrowthConfig`: stage depths, Prop-alpha or
+//! explicit stage starts, operator); the model config's `n_layers` must be the first stage's depth. A killed
+//! grown run resumes like any other (the plan is replayed to the checkpoint's depth).
 //! Writes `metrics.jsonl`, `checkpoints/`, `report.json` and the final weights `model.safetensors` to `--out`.
 //! With `--resume`, a run that was killed continues from its latest checkpoint to the same final weights; the
 //! checkpoint must come from the same config (any differing field is named). A fresh run refuses an output
@@ -33,6 +36,9 @@ struct Args {
     /// Show a progress bar.
     #[arg(long)]
     progress: bool,
+    /// Grow the model during the run (JSON, `strata_growth::GrowthConfig`).
+    #[arg(long)]
+    growth: Option<PathBuf>,
     /// Start afresh in an --out that already holds a run (its metrics and checkpoints are replaced).
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
@@ -67,11 +73,39 @@ fn main() -> Result<()> {
     let objective = LmObjective::with_save_dir(&config, args.data.as_deref(), Some(&args.out))
         .context("building the model and data")?;
     let mut trainer = Trainer::new(config.train.clone(), objective, Some(&args.out))?;
+    let growth: Option<growth::GrowthConfig> = match &args.growth {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)
+        }
+        None => None,
+    };
+    let plan = match &growth {
+        Some(g) => {
+            if g.stage_layers.first() != Some(&config.model.n_layers) {
+                anyhow::bail!(
+                    "the growth plan starts at {:?} layers but the model config has n_layers = {}",
+                    g.stage_layers.first(),
+                    config.model.n_layers
+                );
+            }
+            Some(g.plan(config.train.steps).context("the growth plan")?)
+        }
+        None => None,
+    };
     let mut fingerprint = config.clone();
     fingerprint.train.progress = false;
-    trainer.set_run_config(serde_json::to_value(&fingerprint)?);
-    if args.resume && trainer.resume().context("resuming")? {
+    trainer.set_run_config(serde_json::json!({ "lm": fingerprint, "growth": growth }));
+    let resumed = match &plan {
+        Some(plan) if args.resume => growth::resume(&mut trainer, plan).context("resuming")?,
+        None if args.resume => trainer.resume().context("resuming")?,
+        _ => false,
+    };
+    if resumed {
         eprintln!("resumed at step {}", trainer.step_count());
+    }
+    if let Some(plan) = plan {
+        trainer.add_hook(Box::new(growth::GrowthHook::new(plan)));
     }
     let report = trainer.run().context("training")?;
     trainer.objective.model.save(&args.out.join("model.safetensors"))?;
