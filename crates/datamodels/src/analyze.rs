@@ -83,6 +83,17 @@ pub fn validate(masks: &Matrix, outputs: &Matrix) -> Result<()> {
 
 /// Fits every output's datamodel with one Cholesky factorisation of the shared Gram matrix.
 pub fn analyze(masks: &Matrix, outputs: &Matrix, opts: &AnalyzeOptions) -> Result<Analysis> {
+    if !(opts.ridge >= 0.0 && opts.ridge.is_finite()) {
+        return Err(Error::InvalidArgument(format!("ridge {} must be finite and >= 0", opts.ridge)));
+    }
+    if let Some(rho) = opts.pairs_rho
+        && !(rho > 0.0 && rho <= 1.0)
+    {
+        return Err(Error::InvalidArgument(format!("pairs rho {rho} must be in (0, 1]")));
+    }
+    if opts.max_outputs == Some(0) {
+        return Err(Error::InvalidArgument("max_outputs must be at least 1".into()));
+    }
     validate(masks, outputs)?;
     let (m, n) = (masks.rows, masks.cols);
     let t = opts.max_outputs.map_or(outputs.cols, |k| k.min(outputs.cols));
@@ -115,13 +126,31 @@ pub fn analyze(masks: &Matrix, outputs: &Matrix, opts: &AnalyzeOptions) -> Resul
         let y: Vec<f64> = (0..m).map(|r| outputs.row(r)[j]).collect();
         let pred: Vec<f64> =
             (0..m).map(|r| x[0] + masks.row(r).iter().zip(x.iter().skip(1)).map(|(z, w)| z * w).sum::<f64>()).collect();
-        let mean = y.iter().sum::<f64>() / m as f64;
-        let variance = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m as f64;
-        let pmean = pred.iter().sum::<f64>() / m as f64;
-        let w1 = pred.iter().map(|v| (v - pmean).powi(2)).sum::<f64>() / m as f64;
-        let sse: f64 = y.iter().zip(&pred).map(|(a, b)| (a - b).powi(2)).sum();
+        // Squares are taken in units of the largest |output| and scaled back after averaging, so outputs near
+        // 1e160 give finite statistics whenever the statistic itself fits in f64.
+        let scale = y.iter().chain(&pred).fold(0.0f64, |a, v| a.max(v.abs())).max(f64::MIN_POSITIVE);
+        let mean_sq = |pairs: &mut dyn Iterator<Item = (f64, f64)>| {
+            pairs.map(|(a, b)| ((a - b) / scale).powi(2)).sum::<f64>() / m as f64 * scale * scale
+        };
+        let mean = y.iter().map(|v| v / m as f64).sum::<f64>();
+        let variance = mean_sq(&mut y.iter().map(|&v| (v, mean)));
+        let pmean = pred.iter().map(|v| v / m as f64).sum::<f64>();
+        let w1 = mean_sq(&mut pred.iter().map(|&v| (v, pmean)));
+        let mse = mean_sq(&mut y.iter().zip(&pred).map(|(&a, &b)| (a, b)));
+        let sse = mse * m as f64;
         let dof = (m - dim) as f64;
-        let residual = sse / dof;
+        let residual = mse * (m as f64 / dof);
+        let r2 = if variance > 0.0 { 1.0 - mse / variance } else { f64::NAN };
+        for (name, v) in
+            [("mean", mean), ("variance", variance), ("w1", w1), ("residual", residual), ("w0", mean * mean)]
+        {
+            if !v.is_finite() {
+                return Err(Error::Numerical(format!(
+                    "output {j}: the {name} does not fit in f64 (outputs up to {scale:e}); rescale the outputs"
+                )));
+            }
+        }
+        let _ = sse;
         let half = 1.96 * residual * (2.0 / dof).sqrt();
         let pairs = match opts.pairs_rho {
             Some(rho) => {
@@ -142,7 +171,7 @@ pub fn analyze(masks: &Matrix, outputs: &Matrix, opts: &AnalyzeOptions) -> Resul
             w1,
             residual,
             residual_ci95: (residual - half, residual + half),
-            r2: if variance > 0.0 { 1.0 - sse / m as f64 / variance } else { f64::NAN },
+            r2,
             pairs,
         });
     }

@@ -242,6 +242,7 @@ impl<'a> Block<'a> {
 
 /// Small-MLP training settings: one hidden ReLU layer, full-batch Adam from a seeded init.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MlpConfig {
     pub hidden: usize,
     pub steps: usize,

@@ -184,6 +184,34 @@ impl Matrix {
     pub fn row(&self, r: usize) -> &[f64] {
         &self.data[r * self.cols..(r + 1) * self.cols]
     }
+
+    /// The rows whose `keep` flag is set, in order.
+    pub fn select_rows(&self, keep: &[bool]) -> Matrix {
+        let data: Vec<f64> = (0..self.rows)
+            .filter(|&r| keep.get(r).copied().unwrap_or(false))
+            .flat_map(|r| self.row(r).to_vec())
+            .collect();
+        Matrix { rows: data.len() / self.cols.max(1), cols: self.cols, data }
+    }
+}
+
+/// The completed rows of a store's arrays: a store whose run is incomplete has pending all-zero rows, which are
+/// not data. `done` is the store's completion bitmap (`done.npy`, one 0/1 value per row). Returns the masks and
+/// outputs of the completed rows; no completed row is an error.
+pub fn completed_rows(masks: &Matrix, outputs: &Matrix, done: &Matrix) -> Result<(Matrix, Matrix)> {
+    if done.rows * done.cols != masks.rows || masks.rows != outputs.rows {
+        return Err(Error::Shape(format!(
+            "done has {} values for {} mask rows and {} output rows",
+            done.rows * done.cols,
+            masks.rows,
+            outputs.rows
+        )));
+    }
+    let keep: Vec<bool> = done.data.iter().map(|&d| d != 0.0).collect();
+    if !keep.iter().any(|&k| k) {
+        return Err(Error::InvalidArgument("no row of the store is complete yet".into()));
+    }
+    Ok((masks.select_rows(&keep), outputs.select_rows(&keep)))
 }
 
 /// Reads a 2-D `.npy` array (a 1-D array is one column).
@@ -227,7 +255,7 @@ pub fn write_npy(path: &Path, dtype: Dtype, shape: &[usize], values: &[f64]) -> 
 
 /// How a row's subset is drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Sampling {
     /// Each point in with probability p.
     Iid { p: f64 },
@@ -238,6 +266,21 @@ pub enum Sampling {
 }
 
 impl Sampling {
+    /// Probabilities in range: p in (0, 1), alpha in (0, 1], rho in [0, 1] (NaN is out of every range).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        match *self {
+            Sampling::Iid { p } | Sampling::Pairs { p, .. } if !(p > 0.0 && p < 1.0) => {
+                bad(format!("p = {p} must be in (0, 1)"))
+            }
+            Sampling::Alpha { alpha } if !(alpha > 0.0 && alpha <= 1.0) => {
+                bad(format!("alpha = {alpha} must be in (0, 1]"))
+            }
+            Sampling::Pairs { rho, .. } if !(0.0..=1.0).contains(&rho) => bad(format!("rho = {rho} must be in [0, 1]")),
+            _ => Ok(()),
+        }
+    }
+
     /// The subset of row `row` (deterministic in seed and row).
     pub fn mask(&self, n: usize, seed: u64, row: usize) -> Vec<bool> {
         match *self {
@@ -267,6 +310,7 @@ impl Sampling {
 
 /// What a store holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoreMeta {
     pub models: usize,
     pub pool: usize,
@@ -293,6 +337,13 @@ const FILES: [&str; 3] = ["masks.npy", "margins.npy", "done.npy"];
 impl Store {
     /// Creates a store with every row pending, or opens an existing one with the same metadata.
     pub fn create_or_open(dir: &Path, meta: StoreMeta) -> Result<Store> {
+        meta.sampling.validate()?;
+        if meta.models == 0 || meta.pool == 0 || meta.outputs == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "models {}, pool {} and outputs {} must each be at least 1",
+                meta.models, meta.pool, meta.outputs
+            )));
+        }
         // Every size is checked before anything is created.
         for (name, (dtype, shape)) in FILES.iter().zip(&Self::array_specs(&meta)) {
             if array_bytes(shape, *dtype).is_none_or(|b| b > MAX_STORE_ARRAY_BYTES) {
@@ -496,17 +547,26 @@ impl Store {
 
     /// Copies every done row of `shards` (stores with the same metadata) into this store.
     pub fn merge_from(&self, shards: &[Store]) -> Result<usize> {
-        let mut copied = 0;
+        // Every shard is checked (metadata, completion bitmap, every completed row readable) before anything is
+        // written, so a bad shard leaves the target untouched. A write that fails later (a full disk) leaves only
+        // complete rows behind (a row's done flag is written after its data): rerunning the merge finishes it.
+        let mut plan = Vec::with_capacity(shards.len());
         for shard in shards {
             if shard.meta != self.meta {
                 return Err(file_err(&shard.dir, "metadata differs from the merge target"));
             }
-            for (row, d) in shard.done()?.into_iter().enumerate() {
-                if d {
-                    let (m, o) = shard.read_row(row)?;
-                    self.write_row(row, &m, &o)?;
-                    copied += 1;
-                }
+            let rows: Vec<usize> = shard.done()?.into_iter().enumerate().filter(|(_, d)| *d).map(|(r, _)| r).collect();
+            for &row in &rows {
+                shard.read_row(row)?;
+            }
+            plan.push((shard, rows));
+        }
+        let mut copied = 0;
+        for (shard, rows) in plan {
+            for row in rows {
+                let (m, o) = shard.read_row(row)?;
+                self.write_row(row, &m, &o)?;
+                copied += 1;
             }
         }
         Ok(copied)

@@ -64,6 +64,12 @@ fn shards_merge_into_the_same_store_as_one_worker() {
     let other = Store::create_or_open(&tmp.path().join("other"), meta(40, Sampling::Iid { p: 0.5 })).unwrap();
     assert!(merged.merge_from(&[other]).is_err());
     assert!(merged.run(0..41, compute).is_err());
+    // A good shard then a bad one: the bad one is found before anything is written.
+    let fresh = Store::create_or_open(&tmp.path().join("fresh"), m.clone()).unwrap();
+    let good = Store::open(&tmp.path().join("a")).unwrap();
+    let bad = Store::create_or_open(&tmp.path().join("bad"), meta(40, Sampling::Iid { p: 0.5 })).unwrap();
+    assert!(fresh.merge_from(&[good, bad]).is_err());
+    assert_eq!(fresh.done().unwrap().iter().filter(|d| **d).count(), 0, "the target is untouched");
 }
 
 #[test]
@@ -126,6 +132,30 @@ fn a_store_too_large_to_write_is_refused_before_anything_is_created() {
     m.models = usize::MAX;
     assert!(Store::create_or_open(&dir, m).is_err());
     assert!(!dir.exists());
+    // Out-of-range sampling parameters and empty sizes: refused, naming the value, nothing created.
+    for (sampling, named) in [
+        (Sampling::Iid { p: 2.0 }, "p = 2"),
+        (Sampling::Iid { p: f64::NAN }, "p = NaN"),
+        (Sampling::Alpha { alpha: 5.0 }, "alpha = 5"),
+        (Sampling::Pairs { p: 0.5, rho: 7.0 }, "rho = 7"),
+    ] {
+        let err = Store::create_or_open(&dir, meta(8, sampling)).unwrap_err().to_string();
+        assert!(err.contains(named), "{err}");
+    }
+    let mut empty = meta(8, Sampling::Iid { p: 0.5 });
+    empty.pool = 0;
+    assert!(Store::create_or_open(&dir, empty).unwrap_err().to_string().contains("pool 0"));
+    assert!(!dir.exists());
+    // The analyzer's options too.
+    let masks = strata_datamodels::store::Matrix { rows: 2, cols: 1, data: vec![1.0, 0.0] };
+    let outputs = strata_datamodels::store::Matrix { rows: 2, cols: 1, data: vec![0.5, 0.25] };
+    for opts in [
+        AnalyzeOptions { ridge: -1.0, ..AnalyzeOptions::default() },
+        AnalyzeOptions { ridge: f64::NAN, ..AnalyzeOptions::default() },
+        AnalyzeOptions { pairs_rho: Some(7.0), ..AnalyzeOptions::default() },
+    ] {
+        assert!(matches!(analyze(&masks, &outputs, &opts), Err(Error::InvalidArgument(_))), "{opts:?}");
+    }
 }
 
 #[test]
@@ -159,4 +189,31 @@ fn analyzer_recovers_a_linear_datamodel_and_rejects_bad_inputs() {
     let few = strata_datamodels::store::Matrix { rows: 5, cols: n, data: masks[..5 * n].to_vec() };
     let few_o = strata_datamodels::store::Matrix { rows: 5, cols: 1, data: outputs[..5].to_vec() };
     assert!(analyze(&few, &few_o, &AnalyzeOptions::default()).is_err());
+    // Outputs scaled by 1e150: the same fit in other units (r2 unchanged, variance scaled by 1e300), not nulls.
+    let big = strata_datamodels::store::Matrix { rows: m, cols: 1, data: oo.data.iter().map(|v| v * 1e150).collect() };
+    let b = analyze(&mm, &big, &AnalyzeOptions::default()).unwrap();
+    let ob = &b.outputs[0];
+    assert!((ob.r2 - o.r2).abs() < 1e-9, "r2 {} vs {}", ob.r2, o.r2);
+    assert!((ob.variance / 1e300 / o.variance - 1.0).abs() < 1e-9);
+    assert!(ob.residual.is_finite() && ob.w1.is_finite());
+    // Beyond f64 (variance ~1e320): an error naming the output, not a null in the JSON.
+    let huge = strata_datamodels::store::Matrix { rows: m, cols: 1, data: oo.data.iter().map(|v| v * 1e160).collect() };
+    let err = analyze(&mm, &huge, &AnalyzeOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("output 0") && err.contains("does not fit"), "{err}");
+}
+
+/// An incomplete store: its pending all-zero rows are not data; only completed rows reach the analyzer.
+#[test]
+fn only_completed_rows_of_a_store_are_analyzed() {
+    use strata_datamodels::store::{Matrix, completed_rows};
+    let masks = Matrix { rows: 3, cols: 2, data: vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0] };
+    let outputs = Matrix { rows: 3, cols: 1, data: vec![0.5, 0.0, 0.25] };
+    let done = Matrix { rows: 3, cols: 1, data: vec![1.0, 0.0, 1.0] };
+    let (m, o) = completed_rows(&masks, &outputs, &done).unwrap();
+    assert_eq!((m.rows, m.data.clone()), (2, vec![1.0, 0.0, 0.0, 1.0]));
+    assert_eq!(o.data, [0.5, 0.25]);
+    let none = Matrix { rows: 3, cols: 1, data: vec![0.0; 3] };
+    assert!(completed_rows(&masks, &outputs, &none).unwrap_err().to_string().contains("no row"));
+    let short = Matrix { rows: 2, cols: 1, data: vec![1.0; 2] };
+    assert!(completed_rows(&masks, &outputs, &short).is_err());
 }

@@ -16,7 +16,7 @@ use tensor::Rng;
 
 /// A primitive task family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Primitive {
     /// Depth-k variable assignment (k = 0: the queried variable holds a literal).
     Assignment { depth: usize, code: bool },

@@ -7,7 +7,7 @@ use crate::{Error, Result};
 
 /// How the training steps are split between stages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StageLengths {
     /// Stage `i` (1-based) gets steps in proportion to `i^alpha` (P4's Prop-alpha; alpha 0 is equal stages).
     PropAlpha { alpha: f64 },

@@ -26,6 +26,7 @@ pub enum Parameterization {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub d: usize,
     /// Layers used in training (a looped model can be run for any number of loops after).
@@ -185,6 +186,7 @@ pub fn read_out<F: Float>(z: &Tensor<F>) -> Tensor<F> {
 
 /// Training settings: Adam with gradient clipping, fresh prompts every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub steps: usize,
     pub batch: usize,

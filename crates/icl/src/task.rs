@@ -8,7 +8,7 @@ use crate::error::{Result, invalid};
 
 /// How each prompt's input covariance is drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Covariance {
     /// `Sigma = I`.
     Identity,
@@ -24,7 +24,7 @@ pub enum Covariance {
 
 /// A test-time distribution shift.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Shift {
     None,
     /// Pushes the spectrum outside the training range: eigenvalues `lambda -> lambda^(1 + delta)` (for the
@@ -57,6 +57,7 @@ pub enum WeightPrior {
 
 /// The distribution of prompts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     pub d: usize,
     /// In-context examples per prompt.

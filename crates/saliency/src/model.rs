@@ -31,6 +31,7 @@ pub trait Classifier: Send + Sync {
 
 /// One conv layer: 3x3 kernel, `out` channels, zero padding, ReLU, then an optional 2x2 max-pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConvLayer {
     pub out: usize,
     pub padding: usize,
@@ -39,6 +40,7 @@ pub struct ConvLayer {
 
 /// A conv net: conv layers, flatten, one hidden dense layer with ReLU, the class logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConvNetConfig {
     pub in_channels: usize,
     pub height: usize,

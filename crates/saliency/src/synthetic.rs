@@ -9,6 +9,7 @@ use crate::{Error, LabelledImages, Result};
 
 /// Generator settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShapesConfig {
     pub size: usize,
     pub shape_size: usize,

@@ -454,7 +454,7 @@ impl From<SgdConfig> for OptimizerConfig {
 
 /// Learning-rate multiplier as a function of the step (multiply the base LR by `factor(step)`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
     Constant,
     /// Linear warmup from 0 over `warmup` steps, then cosine decay to `min_factor` at `total`.
@@ -472,6 +472,21 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// `min_factor` in [0, 1] (a negative one would give a negative learning rate; NaN is refused too).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match *self {
+            Schedule::Constant => Ok(()),
+            Schedule::WarmupCosine { warmup, total, min_factor }
+            | Schedule::WarmupLinear { warmup, total, min_factor } => {
+                if !(0.0..=1.0).contains(&min_factor) {
+                    return Err(format!("min_factor {min_factor} must be in [0, 1]"));
+                }
+                let _ = (warmup, total);
+                Ok(())
+            }
+        }
+    }
+
     pub fn factor(&self, step: u64) -> f64 {
         let warm =
             |warmup: u64| if warmup > 0 && step < warmup { Some((step + 1) as f64 / warmup as f64) } else { None };

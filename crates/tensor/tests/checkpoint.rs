@@ -155,3 +155,16 @@ fn half_precision_weights_are_refused_by_load_and_listed_by_load_partial() {
     assert_eq!(w[0], 1.0);
     assert!((w[1] - 0.33325).abs() < 1e-4);
 }
+
+/// A failed atomic write (here the rename fails: the target is a non-empty folder) leaves no temporary file.
+#[test]
+fn a_failed_atomic_write_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("inside"), b"x").unwrap();
+    assert!(strata_tensor::write_atomic(&target, b"data").is_err());
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["out"], "a temporary file was left behind");
+}

@@ -184,6 +184,7 @@ impl TrainConfig {
             return bad("steps must be positive".into());
         }
         self.optimizer.validate().map_err(|m| Error::Config(format!("optimizer: {m}")))?;
+        self.schedule.validate().map_err(|m| Error::Config(format!("schedule: {m}")))?;
         if let Some(c) = self.grad_clip {
             if !(c > 0.0) {
                 return bad(format!("grad_clip {c} must be positive"));

@@ -133,12 +133,25 @@ fn bad_configs_are_errors() {
         TrainConfig { optimizer: SgdConfig { lr: -1.0, ..SgdConfig::default() }.into(), ..ok.clone() },
         TrainConfig { grad_clip: Some(0.0), ..ok.clone() },
         TrainConfig { log_interval: 0, ..ok.clone() },
+        TrainConfig { schedule: Schedule::WarmupCosine { warmup: 2, total: 10, min_factor: -0.5 }, ..ok.clone() },
+        TrainConfig { schedule: Schedule::WarmupLinear { warmup: 2, total: 10, min_factor: f64::NAN }, ..ok.clone() },
+        TrainConfig { schedule: Schedule::WarmupLinear { warmup: 2, total: 10, min_factor: 1.5 }, ..ok.clone() },
     ] {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
-    let mut json = serde_json::to_value(lm_config(5, 0, 32)).unwrap();
-    json["train"]["stepz"] = serde_json::json!(3);
-    assert!(serde_json::from_value::<LmConfig>(json).is_err(), "unknown fields are rejected");
+    // Unknown fields are rejected at every depth: the run, its train section, the schedule, the optimizer.
+    for (section, field) in
+        [(None, "stepz"), (Some("train"), "stepz"), (Some("schedule"), "warmpu"), (Some("optimizer"), "lrr")]
+    {
+        let mut json = serde_json::to_value(lm_config(5, 0, 32)).unwrap();
+        match section {
+            None => json[field] = serde_json::json!(3),
+            Some("train") => json["train"][field] = serde_json::json!(3),
+            Some(s) => json["train"][s][field] = serde_json::json!(3),
+        }
+        let err = serde_json::from_value::<LmConfig>(json).unwrap_err().to_string();
+        assert!(err.contains(field), "{section:?}.{field}: {err}");
+    }
     let small_vocab =
         LmConfig { model: DecoderConfig { vocab_size: 5, ..lm_config(5, 0, 32).model }, ..lm_config(5, 0, 32) };
     assert!(LmObjective::new(&small_vocab, None).unwrap_err().to_string().contains("vocab_size"));

@@ -220,7 +220,7 @@ impl<F: Float> DecoderLayer<F> {
 
 /// How [`Decoder::generate`] picks the next token.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Sampling {
     Greedy,
     /// Softmax of `logits / temperature`, restricted to the `top_k` largest logits when given.

@@ -178,8 +178,23 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("copied {copied} rows; {} now has {done}/{} done", into.display(), target.meta.models);
         }
         Command::Analyze { masks, outputs, pairs_rho, max_outputs, ridge, out } => {
-            let m = read_matrix(&masks).with_context(|| format!("masks {}", masks.display()))?;
-            let o = read_matrix(&outputs).with_context(|| format!("outputs {}", outputs.display()))?;
+            let mut m = read_matrix(&masks).with_context(|| format!("masks {}", masks.display()))?;
+            let mut o = read_matrix(&outputs).with_context(|| format!("outputs {}", outputs.display()))?;
+            // A Strata store beside the masks: only its completed rows are data.
+            let done_path = masks.with_file_name("done.npy");
+            if done_path.exists() {
+                let done = read_matrix(&done_path).with_context(|| format!("{}", done_path.display()))?;
+                let total = m.rows;
+                (m, o) = datamodels::store::completed_rows(&m, &o, &done)
+                    .with_context(|| format!("the completion bitmap {}", done_path.display()))?;
+                if m.rows < total {
+                    eprintln!(
+                        "{}: {} of {total} rows are complete; analyzing those only (the rest are pending)",
+                        done_path.display(),
+                        m.rows
+                    );
+                }
+            }
             let analysis = analyze(&m, &o, &AnalyzeOptions { ridge, pairs_rho, max_outputs })?;
             let json = serde_json::to_string_pretty(&analysis)?;
             match out {
