@@ -572,3 +572,74 @@ impl Store {
         Ok(copied)
     }
 }
+
+/// One task of a job array: its index and the number of tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// `"K/N"` (task K of N, 0-based), or `"auto"`: the scheduler's variables, read through `env` (so tests
+    /// can pass their own): Slurm's `SLURM_ARRAY_TASK_ID` (minus `SLURM_ARRAY_TASK_MIN`, default 0) of
+    /// `SLURM_ARRAY_TASK_COUNT`, or Kubernetes' `JOB_COMPLETION_INDEX` of `count` (`--shards`, else
+    /// `STRATA_SHARDS`; an Indexed Job does not export its completion count).
+    pub fn parse(spec: &str, count: Option<usize>, env: &dyn Fn(&str) -> Option<String>) -> Result<Shard> {
+        let num = |name: &str, v: String| {
+            v.trim().parse::<usize>().map_err(|_| Error::InvalidArgument(format!("{name}={v} is not a number")))
+        };
+        let shard = if spec == "auto" {
+            if let Some(id) = env("SLURM_ARRAY_TASK_ID") {
+                let id = num("SLURM_ARRAY_TASK_ID", id)?;
+                let min = env("SLURM_ARRAY_TASK_MIN").map(|v| num("SLURM_ARRAY_TASK_MIN", v)).transpose()?.unwrap_or(0);
+                let n = env("SLURM_ARRAY_TASK_COUNT")
+                    .map(|v| num("SLURM_ARRAY_TASK_COUNT", v))
+                    .transpose()?
+                    .or(count)
+                    .ok_or_else(|| {
+                        Error::InvalidArgument("SLURM_ARRAY_TASK_COUNT is not set; pass --shards N".into())
+                    })?;
+                Shard {
+                    index: id.checked_sub(min).ok_or_else(|| {
+                        Error::InvalidArgument(format!("task id {id} is below SLURM_ARRAY_TASK_MIN {min}"))
+                    })?,
+                    count: n,
+                }
+            } else if let Some(id) = env("JOB_COMPLETION_INDEX") {
+                let n =
+                    count.or(env("STRATA_SHARDS").map(|v| num("STRATA_SHARDS", v)).transpose()?).ok_or_else(|| {
+                        Error::InvalidArgument(
+                            "JOB_COMPLETION_INDEX is set but not the count: pass --shards N or set STRATA_SHARDS"
+                                .into(),
+                        )
+                    })?;
+                Shard { index: num("JOB_COMPLETION_INDEX", id)?, count: n }
+            } else {
+                return Err(Error::InvalidArgument(
+                    "--shard auto needs SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX (not in a job array?)".into(),
+                ));
+            }
+        } else {
+            let (k, n) = spec
+                .split_once('/')
+                .ok_or_else(|| Error::InvalidArgument(format!("--shard {spec}: expected K/N or auto")))?;
+            Shard { index: num("K", k.to_string())?, count: num("N", n.to_string())? }
+        };
+        if shard.count == 0 || shard.index >= shard.count {
+            return Err(Error::InvalidArgument(format!("shard {} of {} does not exist", shard.index, shard.count)));
+        }
+        Ok(shard)
+    }
+
+    /// This task's contiguous rows of `models`: the ranges of all tasks partition `0..models`.
+    pub fn rows(&self, models: usize) -> std::ops::Range<usize> {
+        let at = |k: usize| (k as u128 * models as u128 / self.count as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+
+    /// The store folder of this task under `root`: `shard-K-of-N`.
+    pub fn dir(&self, root: &Path) -> PathBuf {
+        root.join(format!("shard-{}-of-{}", self.index, self.count))
+    }
+}

@@ -217,3 +217,41 @@ fn only_completed_rows_of_a_store_are_analyzed() {
     let short = Matrix { rows: 2, cols: 1, data: vec![1.0; 2] };
     assert!(completed_rows(&masks, &outputs, &short).is_err());
 }
+
+#[test]
+fn job_array_shards_come_from_the_scheduler_and_partition_the_rows() {
+    use strata_datamodels::store::Shard;
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    };
+    let slurm = Shard::parse(
+        "auto",
+        None,
+        &env(&[("SLURM_ARRAY_TASK_ID", "7"), ("SLURM_ARRAY_TASK_MIN", "5"), ("SLURM_ARRAY_TASK_COUNT", "4")]),
+    );
+    assert_eq!(slurm.unwrap(), Shard { index: 2, count: 4 });
+    let k8s = Shard::parse("auto", Some(3), &env(&[("JOB_COMPLETION_INDEX", "1")])).unwrap();
+    assert_eq!(k8s, Shard { index: 1, count: 3 });
+    let k8s_env = Shard::parse("auto", None, &env(&[("JOB_COMPLETION_INDEX", "0"), ("STRATA_SHARDS", "2")])).unwrap();
+    assert_eq!(k8s_env, Shard { index: 0, count: 2 });
+    assert!(
+        Shard::parse("auto", None, &env(&[("JOB_COMPLETION_INDEX", "1")]))
+            .unwrap_err()
+            .to_string()
+            .contains("--shards")
+    );
+    assert!(Shard::parse("auto", None, &env(&[])).unwrap_err().to_string().contains("job array"));
+    assert!(Shard::parse("4/4", None, &env(&[])).is_err());
+    assert!(Shard::parse("x/4", None, &env(&[])).is_err());
+    assert_eq!(Shard::parse("1/3", None, &env(&[])).unwrap(), Shard { index: 1, count: 3 });
+    // Every row belongs to exactly one shard, whatever the counts.
+    for (models, count) in [(10, 3), (7, 7), (1000, 16), (3, 5)] {
+        let mut next = 0;
+        for index in 0..count {
+            let r = Shard { index, count }.rows(models);
+            assert_eq!(r.start, next);
+            next = r.end;
+        }
+        assert_eq!(next, models);
+    }
+}

@@ -239,3 +239,56 @@ fn strata_train_refuses_unsafe_resumes_and_shared_folders() {
     let o = train(&cfg_path, &["--resume"]);
     assert!(o.status.success(), "{}", err(&o));
 }
+
+/// A Slurm-style job array of four `strata-datamodels run --shard auto` processes (one killed with SIGKILL
+/// mid-range and rerun), merged, equals a single-process run byte for byte: no row lost or written twice.
+#[test]
+fn a_job_array_with_a_killed_task_merges_to_the_single_process_store() {
+    let test = "a_job_array_with_a_killed_task_merges_to_the_single_process_store";
+    let Some(data) = data::testing::shared_data(test, &["mnist"]) else { return };
+    let bin = env!("CARGO_BIN_EXE_strata-datamodels");
+    let tmp = tempfile::tempdir().unwrap();
+    let worker = |store: &Path, task: Option<usize>| {
+        let mut c = Command::new(bin);
+        c.args(["run", "--models", "1200", "--pool", "30", "--outputs", "3", "--seed", "6", "--store"])
+            .arg(store)
+            .arg("--data")
+            .arg(&data)
+            .env("RAYON_NUM_THREADS", "1")
+            .env_remove("SLURM_ARRAY_TASK_MIN");
+        if let Some(k) = task {
+            c.args(["--shard", "auto"]).env("SLURM_ARRAY_TASK_ID", k.to_string()).env("SLURM_ARRAY_TASK_COUNT", "4");
+        }
+        c
+    };
+    let whole = tmp.path().join("whole");
+    assert!(worker(&whole, None).status().unwrap().success());
+
+    let array = tmp.path().join("array");
+    let mut killed = worker(&array, Some(1)).spawn().unwrap();
+    let others: Vec<_> = [0, 2, 3].iter().map(|&k| worker(&array, Some(k)).spawn().unwrap()).collect();
+    // Kill task 1 once its store exists (mid-range: it has 300 rows, two blocks), or as soon as it can be.
+    let started = Instant::now();
+    while !array.join("shard-1-of-4").join("meta.json").exists() && started.elapsed() < Duration::from_secs(60) {
+        if killed.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = killed.kill();
+    killed.wait().unwrap();
+    for mut o in others {
+        assert!(o.wait().unwrap().success());
+    }
+    assert!(worker(&array, Some(1)).status().unwrap().success(), "the rerun of the killed task");
+    let merged = tmp.path().join("merged");
+    let mut merge = Command::new(bin);
+    merge.args(["merge", "--into"]).arg(&merged);
+    for k in 0..4 {
+        merge.arg(array.join(format!("shard-{k}-of-4")));
+    }
+    let out = merge.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("copied 1200 rows"));
+    assert_eq!(files(&merged), files(&whole), "the merged array differs from the single-process run");
+}

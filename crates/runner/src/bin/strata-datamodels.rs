@@ -1,13 +1,15 @@
 //! `strata-datamodels`: train many models on subsets into a store, merge stores, analyze anyone's datamodel runs.
 //!
 //! ```text
-//! strata-datamodels run --store DIR --rows 0..1000 [--models M --pool N --outputs T --sampling iid|alpha|pairs
-//!                       --p P --alpha A --rho R --seed S --data DIR]
+//! strata-datamodels run --store DIR [--rows 0..1000 | --shard auto|K/N [--shards N]] [--models M --pool N
+//!                       --outputs T --sampling iid|alpha|pairs --p P --alpha A --rho R --seed S --data DIR]
 //! strata-datamodels merge --into DIR SHARD_DIR...
 //! strata-datamodels analyze --masks masks.npy --outputs margins.npy [--pairs-rho R] [--max-outputs K] [--out a.json]
 //! ```
-//! `run` is one worker: give each job of a cluster array its own `--rows` range (e.g. from SLURM_ARRAY_TASK_ID);
-//! rerunning a killed worker continues where it stopped.
+//! `run` is one worker. In a job array, `--shard auto` takes the task's index and count from Slurm
+//! (`SLURM_ARRAY_TASK_ID`, `SLURM_ARRAY_TASK_COUNT`) or a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX`, with
+//! `--shards N`), computes its share of the rows into `--store/shard-K-of-N`, and one command line serves every
+//! task; `merge` joins the shards (docs/cluster.md). Rerunning a killed worker continues where it stopped.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use datamodels::analyze::{AnalyzeOptions, analyze};
 use datamodels::runs::{BinaryTask, LOGISTIC_BLOCK, LogisticConfig, MlpConfig, train_logistic_block, train_mlp};
-use datamodels::store::{Sampling, Store, StoreMeta, read_matrix};
+use datamodels::store::{Sampling, Shard, Store, StoreMeta, read_matrix};
 
 #[derive(Parser)]
 #[command(name = "strata-datamodels", about = "Datamodels: many-model runs, merging, analysis")]
@@ -48,8 +50,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "logistic")]
         model: ModelKind,
         /// Row range `start..end` this worker computes (default: all).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "shard")]
         rows: Option<String>,
+        /// This worker is task K of N of a job array (`K/N`), or `auto` (from the scheduler's variables); it
+        /// writes its rows into `--store/shard-K-of-N`.
+        #[arg(long)]
+        shard: Option<String>,
+        /// The number of tasks, for `--shard auto` under schedulers that do not export it (Kubernetes).
+        #[arg(long)]
+        shards: Option<usize>,
         #[arg(long, default_value_t = 2000)]
         models: usize,
         #[arg(long, default_value_t = 100)]
@@ -119,7 +128,30 @@ fn parse_range(s: &str, models: usize) -> Result<std::ops::Range<usize>> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { store, model, rows, models, pool, outputs, sampling, p, alpha, rho, seed, data } => {
+        Command::Run {
+            store,
+            model,
+            rows,
+            shard,
+            shards,
+            models,
+            pool,
+            outputs,
+            sampling,
+            p,
+            alpha,
+            rho,
+            seed,
+            data,
+        } => {
+            let shard = shard
+                .map(|spec| Shard::parse(&spec, shards, &|name| std::env::var(name).ok()))
+                .transpose()
+                .context("--shard")?;
+            let store = match shard {
+                Some(s) => s.dir(&store),
+                None => store,
+            };
             let sampling = match sampling {
                 SamplingKind::Iid => Sampling::Iid { p },
                 SamplingKind::Alpha => Sampling::Alpha { alpha },
@@ -142,9 +174,10 @@ fn run(cli: Cli) -> Result<()> {
             let mnist = data::mnist::Mnist::load(&dir)?;
             let task = BinaryTask::mnist(&mnist, 3, 8, pool, outputs)?;
             let st = Store::create_or_open(&store, meta).with_context(|| format!("store {}", store.display()))?;
-            let range = match rows {
-                Some(r) => parse_range(&r, models)?,
-                None => 0..models,
+            let range = match (rows, shard) {
+                (Some(r), _) => parse_range(&r, models)?,
+                (None, Some(s)) => s.rows(models),
+                (None, None) => 0..models,
             };
             let started = std::time::Instant::now();
             let to_f32 = |margins: Vec<f64>| margins.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
