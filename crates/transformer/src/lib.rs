@@ -35,6 +35,7 @@ mod attention;
 pub mod decoder;
 pub mod encoder;
 pub mod flops;
+pub mod gpt2;
 
 pub use attention::Rope;
 pub use decoder::{Decoder, DecoderConfig, DecoderLayer, KvCache, Positions, Sampling};

@@ -3,6 +3,9 @@
 //! ```text
 //! strata-train --config lm.json --out runs/lm [--data DIR] [--resume] [--progress] [--growth growth.json]
 //! ```
+//! `strata-train export --weights DIR/model.safetensors --format hf-gpt2 --out HF_DIR [--tokenizer DIR/tokenizer.json]`
+//! writes the decoder as a HuggingFace GPT-2 checkpoint (`GPT2LMHeadModel.from_pretrained(HF_DIR)` loads it;
+//! rotary positions are refused, GPT-2 has none).
 //! `--growth` grows the model during the run (a `strata_growth::GrowthConfig`: stage depths, Prop-alpha or
 //! explicit stage starts, operator); the model config's `n_layers` must be the first stage's depth. A killed
 //! grown run resumes like any other (the plan is replayed to the checkpoint's depth).
@@ -44,7 +47,41 @@ struct Args {
     overwrite: bool,
 }
 
+/// `strata-train export --weights model.safetensors --format hf-gpt2 --out DIR [--tokenizer tokenizer.json]`
+#[derive(Parser)]
+#[command(name = "strata-train export", about = "Write a trained decoder in another framework's checkpoint format")]
+struct ExportArgs {
+    /// Weights written by strata-train (`model.safetensors`, config in its metadata).
+    #[arg(long)]
+    weights: PathBuf,
+    /// `hf-gpt2`: HuggingFace GPT-2 (`config.json`, `model.safetensors`), for `GPT2LMHeadModel.from_pretrained`.
+    #[arg(long, default_value = "hf-gpt2")]
+    format: String,
+    #[arg(long)]
+    out: PathBuf,
+    /// A `tokenizer.json` to copy beside the export (a `bpe` run writes one in its --out).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    if args.format != "hf-gpt2" {
+        anyhow::bail!("unknown --format {} (supported: hf-gpt2)", args.format);
+    }
+    let model = transformer::Decoder::<f32>::load(&args.weights)
+        .with_context(|| format!("loading {}", args.weights.display()))?;
+    transformer::gpt2::export_hf_gpt2(&model, &args.out).context("exporting")?;
+    if let Some(t) = &args.tokenizer {
+        std::fs::copy(t, args.out.join("tokenizer.json")).with_context(|| format!("copying {}", t.display()))?;
+    }
+    eprintln!("wrote {} (config.json, model.safetensors)", args.out.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("export") {
+        return export(ExportArgs::parse_from(std::env::args().skip(1)));
+    }
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     let mut config: LmConfig =
