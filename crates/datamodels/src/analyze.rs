@@ -137,7 +137,6 @@ pub fn analyze(masks: &Matrix, outputs: &Matrix, opts: &AnalyzeOptions) -> Resul
         let pmean = pred.iter().map(|v| v / m as f64).sum::<f64>();
         let w1 = mean_sq(&mut pred.iter().map(|&v| (v, pmean)));
         let mse = mean_sq(&mut y.iter().zip(&pred).map(|(&a, &b)| (a, b)));
-        let sse = mse * m as f64;
         let dof = (m - dim) as f64;
         let residual = mse * (m as f64 / dof);
         let r2 = if variance > 0.0 { 1.0 - mse / variance } else { f64::NAN };
@@ -150,7 +149,6 @@ pub fn analyze(masks: &Matrix, outputs: &Matrix, opts: &AnalyzeOptions) -> Resul
                 )));
             }
         }
-        let _ = sse;
         let half = 1.96 * residual * (2.0 / dof).sqrt();
         let pairs = match opts.pairs_rho {
             Some(rho) => {

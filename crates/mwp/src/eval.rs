@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::backend::{Backend, Message, Reply, Request, generate_all};
-use crate::expr::{Equivalence, Expr, to_f64};
+use crate::expr::{Equivalence, to_f64};
 use crate::extract::{Extracted, Extraction, Rule, extract_expression, extract_number};
 use crate::prompts::{PromptSet, render};
 use crate::symbolic::SymProblem;
@@ -204,8 +204,7 @@ pub fn evaluate(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let numeric = score_numeric(p, &num_reason[i], &num_answer[i]);
-            let own = own_number(&num_reason[i], &num_answer[i]);
+            let (numeric, own) = score_numeric(p, &num_reason[i], &num_answer[i]);
             let points_seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let symbolic =
                 score_symbolic(p, &sym_reason[i], &sym_answer[i], own.as_ref(), equivalence_points, points_seed);
@@ -236,29 +235,35 @@ fn extract_with_fallback(reasoning: &str, answer: &str, f: impl Fn(&str) -> Extr
     (second, from_reasoning)
 }
 
-fn own_number(reasoning: &Reply, answer: &Reply) -> Option<BigRational> {
-    match extract_with_fallback(&reasoning.text, &answer.text, extract_number).0.value {
-        Extracted::Number(v) => Some(v),
-        _ => None,
+impl StageResult {
+    /// What was read from a stage's two turns; the scores start false and are set by the caller.
+    fn read(reasoning: &Reply, answer: &Reply, ex: &Extraction, from_reasoning: bool) -> StageResult {
+        StageResult {
+            reasoning: reasoning.text.clone(),
+            answer_text: answer.text.clone(),
+            extracted: ex.display(),
+            rule: ex.rule,
+            from_reasoning,
+            parsed: ex.value != Extracted::Unparsed,
+            correct: false,
+            aligned: false,
+            value: None,
+            truncated: reasoning.finish == crate::backend::Finish::Length,
+            constant: false,
+        }
     }
 }
 
-fn score_numeric(p: &SymProblem, reasoning: &Reply, answer: &Reply) -> StageResult {
+/// The numeric stage's result and the model's own number (for alignment).
+fn score_numeric(p: &SymProblem, reasoning: &Reply, answer: &Reply) -> (StageResult, Option<BigRational>) {
     let (ex, from_reasoning) = extract_with_fallback(&reasoning.text, &answer.text, extract_number);
-    let correct = matches!(&ex.value, Extracted::Number(v) if numbers_match(v, &p.answer));
-    StageResult {
-        reasoning: reasoning.text.clone(),
-        answer_text: answer.text.clone(),
-        extracted: ex.display(),
-        rule: ex.rule,
-        from_reasoning,
-        parsed: ex.value != Extracted::Unparsed,
-        correct,
-        aligned: false,
-        value: None,
-        truncated: reasoning.finish == crate::backend::Finish::Length,
-        constant: false,
-    }
+    let mut r = StageResult::read(reasoning, answer, &ex, from_reasoning);
+    let own = match ex.value {
+        Extracted::Number(v) => Some(v),
+        _ => None,
+    };
+    r.correct = own.as_ref().is_some_and(|v| numbers_match(v, &p.answer));
+    (r, own)
 }
 
 fn score_symbolic(
@@ -271,36 +276,16 @@ fn score_symbolic(
 ) -> StageResult {
     let names: Vec<String> = p.variables.iter().map(|(v, _)| v.clone()).collect();
     let (ex, from_reasoning) = extract_with_fallback(&reasoning.text, &answer.text, |t| extract_expression(t, &names));
-    let constant = matches!(&ex.value, Extracted::Expression(e) if e.variables().is_empty());
-    let (correct, aligned, value) = match &ex.value {
-        Extracted::Expression(e) => {
-            let correct = e.equivalent(&p.symbolic_equation, points, seed) == Equivalence::Equal;
-            let value = e.eval(&p.values()).ok();
-            // A bare number (often the numeric answer copied) is not a symbolic answer: never aligned.
-            let symbolic = !e.variables().is_empty();
-            let aligned = symbolic && matches!((&value, own), (Some(v), Some(o)) if numbers_match(o, v));
-            (correct, aligned, value.map(|v| to_f64(&v)))
-        }
-        _ => (false, false, None),
-    };
-    StageResult {
-        reasoning: reasoning.text.clone(),
-        answer_text: answer.text.clone(),
-        extracted: ex.display(),
-        rule: ex.rule,
-        from_reasoning,
-        parsed: ex.value != Extracted::Unparsed,
-        correct,
-        aligned,
-        value,
-        truncated: reasoning.finish == crate::backend::Finish::Length,
-        constant,
+    let mut r = StageResult::read(reasoning, answer, &ex, from_reasoning);
+    if let Extracted::Expression(e) = &ex.value {
+        r.correct = e.equivalent(&p.symbolic_equation, points, seed) == Equivalence::Equal;
+        let value = e.eval(&p.values()).ok();
+        // A bare number (often the numeric answer copied) is not a symbolic answer: never aligned.
+        r.constant = e.variables().is_empty();
+        r.aligned = !r.constant && matches!((&value, own), (Some(v), Some(o)) if numbers_match(o, v));
+        r.value = value.map(|v| to_f64(&v));
     }
-}
-
-/// Parses an expression a user or report gives back (for re-scoring saved rows).
-pub fn parse_extracted(text: &str) -> Option<Expr> {
-    Expr::parse(text).ok()
+    r
 }
 
 /// Accuracy-type summaries of rows.

@@ -11,31 +11,12 @@
 //!
 //! The experiments come from each domain crate's `experiments::all()`; this binary holds no list of its own.
 
-mod foundations;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use report::{DynExperiment, Report, RunCtx, Scale, Verdict};
-
-/// Every reproduction of every crate.
-fn experiments() -> Vec<Box<dyn DynExperiment>> {
-    [
-        foundations::all(),
-        icl::experiments::all(),
-        saliency::experiments::all(),
-        train::experiments::all(),
-        growth::experiments::all(),
-        salt::experiments::all(),
-        mwp::experiments::all(),
-        datamodels::experiments::all(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
-}
 
 #[derive(Parser)]
 #[command(name = "strata", about = "Strata: reproductions of results on depth and layers")]
@@ -106,7 +87,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let Command::Reproduce(args) = cli.command;
-    let all = experiments();
+    let all = strata_runner::experiments();
     if args.list || args.id.is_none() {
         for e in &all {
             println!("{:28} {}", e.id(), e.about());

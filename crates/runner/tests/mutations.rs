@@ -105,18 +105,7 @@ proptest! {
     /// Every experiment's config parser, and the LM run config, on mutated JSON.
     #[test]
     fn config_parsers_never_panic(kind in 0u8..5, at in 0usize..4096, bytes in prop::collection::vec(any::<u8>(), 1..12), which in 0usize..64) {
-        let all: Vec<Box<dyn report::DynExperiment>> = [
-            icl::experiments::all(),
-            saliency::experiments::all(),
-            train::experiments::all(),
-            growth::experiments::all(),
-            salt::experiments::all(),
-            mwp::experiments::all(),
-            datamodels::experiments::all(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let all = strata_runner::experiments();
         let e = &all[which % all.len()];
         let valid = e.config_json(report::Scale::Smoke).to_string().into_bytes();
         let m = mutate(&valid, kind, at, &bytes);
