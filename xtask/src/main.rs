@@ -29,12 +29,13 @@ fn main() -> ExitCode {
         Some("bench") => ensure_openblas().and_then(|_| bench(&args[1..])),
         Some("bench-anchors") => anchors(),
         Some("datamodels") => ensure_openblas().and_then(|_| datamodels(&args[1..])),
+        Some("data") => ensure_openblas().and_then(|_| data(&args[1..])),
         Some("downstream") => ensure_openblas().and_then(|_| downstream()),
         Some("smoke") => ensure_openblas().and_then(|_| smoke()),
         Some("setup") => ensure_openblas().and_then(|_| ensure_llm()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <reproduce|test|downstream|smoke|bench|bench-anchors|datamodels|llm-server|setup> [args]\n\n{}",
+                "usage: cargo xtask <reproduce|data|test|downstream|smoke|bench|bench-anchors|datamodels|llm-server|setup> [args]\n\n{}",
                 include_str!("usage.txt")
             );
             Err("no task given".into())
@@ -73,6 +74,16 @@ fn datamodels(args: &[String]) -> Result {
     c.args(["run", "--release", "--quiet", "--manifest-path"])
         .arg(root().join("Cargo.toml"))
         .args(["-p", "strata-runner", "--bin", "strata-datamodels", "--"])
+        .args(args);
+    run(c)
+}
+
+/// `strata data list|fetch ...`, from the caller's directory (so `--into DIR` is relative to it).
+fn data(args: &[String]) -> Result {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(root().join("Cargo.toml"))
+        .args(["-p", "strata-runner", "--bin", "strata", "--", "data"])
         .args(args);
     run(c)
 }

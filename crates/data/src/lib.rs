@@ -3,8 +3,9 @@
 //!
 //! Resolution order, as in most ML tooling: an explicit directory, then the `STRATA_DATA` environment variable, then
 //! the user cache (`$XDG_CACHE_HOME/strata/data` or `~/.cache/strata/data`). Each dataset lives in a subfolder named
-//! after it (`mnist/`, `tinyshakespeare/`, ...). Nothing is downloaded: when the files are missing, the error says
-//! which files to fetch, from where, and where to put them.
+//! after it (`mnist/`, `tinyshakespeare/`, ...). [`resolve`] never downloads; [`fetch::obtain`] (what reproductions
+//! call) fetches a dataset that is nowhere on the machine into the user cache, checked against the registry's
+//! SHA-256 before it is used, unless `STRATA_OFFLINE=1`; `strata data list|fetch` is the command-line side.
 //!
 //! ```
 //! use strata_data::tokenize::{ByteTokenizer, CharVocab};
@@ -23,6 +24,8 @@
 //! # Ok::<(), strata_data::Error>(())
 //! ```
 //!
+//! - [`fetch`]: downloads through `.part` files with HTTP range resume, retries and a checksum before the rename;
+//!   canonical URLs per file, or a mirror laid out like a data folder (`STRATA_DATA_URL`).
 //! - [`mnist`]: IDX files (gzipped or not) with every header and size checked.
 //! - [`text`]: TinyShakespeare, WikiText-2, SST-2/CR TSV and SVAMP JSON loaders.
 //! - [`tokenize`]: bytes and characters; [`hf`]: HuggingFace `tokenizer.json` (MiniLM's WordPiece, with
@@ -32,6 +35,7 @@
 //!   sequential evaluation batches, padding with masks.
 
 pub mod batch;
+pub mod fetch;
 pub mod hf;
 pub mod mnist;
 mod registry;
@@ -39,7 +43,10 @@ pub mod testing;
 pub mod text;
 pub mod tokenize;
 
-pub use registry::{DataFile, Dataset, REGISTRY, dataset, resolve, resolve_unverified, search_roots, verify};
+pub use registry::{
+    DataFile, Dataset, REGISTRY, Source, build_cr_tsv, cache_root, dataset, resolve, resolve_unverified, search_roots,
+    verify,
+};
 
 use std::path::PathBuf;
 
@@ -50,8 +57,9 @@ pub enum Error {
     #[error("unknown dataset `{0}` (known: {1})")]
     UnknownDataset(String, String),
     #[error(
-        "dataset `{name}` not found; looked in {searched}. Fetch {files} from {url} into <dir>/{name}/ and pass \
-             --data <dir> or set STRATA_DATA=<dir>"
+        "dataset `{name}` not found; looked in {searched}. Run `strata data fetch {name}` (or `cargo xtask data \
+             fetch {name}`), or fetch {files} from {url} into <dir>/{name}/ and pass --data <dir> or set \
+             STRATA_DATA=<dir>"
     )]
     NotFound { name: String, searched: String, files: String, url: String },
     #[error("{path}: {source}")]
@@ -60,6 +68,13 @@ pub enum Error {
     Checksum { path: PathBuf, expected: String, found: String },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    #[error("{url}: {message}")]
+    Download { url: String, message: String },
+    #[error(
+        "STRATA_OFFLINE is set, so nothing is downloaded; unset it, or put the files in place (`strata data list` \
+             shows where they are looked for)"
+    )]
+    Offline,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

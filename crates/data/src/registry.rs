@@ -11,6 +11,18 @@ pub struct DataFile {
     pub path: &'static str,
     pub bytes: u64,
     pub sha256: &'static str,
+    /// Where [`crate::fetch`] gets it when no mirror is set.
+    pub source: Source,
+}
+
+/// Where a file comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// Downloaded byte for byte from this URL (pinned to a commit or revision where the host allows it).
+    Url(&'static str),
+    /// Built from other files of the same dataset (fetched first) by `build`, which reads the dataset's folder;
+    /// `how` says what it does. The result is checked against the registered SHA-256 like a download.
+    Derived { from: &'static [&'static str], how: &'static str, build: fn(&Path) -> Result<Vec<u8>> },
 }
 
 /// A registered dataset: where it comes from and what its files must be.
@@ -22,8 +34,63 @@ pub struct Dataset {
     pub files: &'static [DataFile],
 }
 
-const fn file(path: &'static str, bytes: u64, sha256: &'static str) -> DataFile {
-    DataFile { path, bytes, sha256 }
+const fn file(path: &'static str, bytes: u64, sha256: &'static str, url: &'static str) -> DataFile {
+    DataFile { path, bytes, sha256, source: Source::Url(url) }
+}
+
+// Canonical sources, pinned to a commit or revision where the host allows it.
+macro_rules! minilm {
+    ($f:literal) => {
+        concat!("https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/1110a243fdf4706b3f48f1d95db1a4f5529b4d41/", $f)
+    };
+}
+// torchvision's mirror of the original MNIST files (the same bytes; yann.lecun.com refuses most clients).
+macro_rules! mnist {
+    ($f:literal) => {
+        concat!("https://ossci-datasets.s3.amazonaws.com/mnist/", $f)
+    };
+}
+// PyTorch's word_language_model copy of WikiText-2 (byte-identical to the tokenised release).
+macro_rules! wikitext2 {
+    ($f:literal) => {
+        concat!(
+            "https://raw.githubusercontent.com/pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2/",
+            $f
+        )
+    };
+}
+macro_rules! sst2 {
+    ($f:literal) => {
+        concat!(
+            "https://raw.githubusercontent.com/eyalbd2/Reproducing-AutoPrompt/6288fb5bec9c572f2492875ae0111df5b6daed11/glue_data/SST-2/",
+            $f
+        )
+    };
+}
+macro_rules! cr {
+    ($f:literal) => {
+        concat!(
+            "https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/d61ded09c99c0199d8c5bca946cd65864de2b296/data/raw/",
+            $f
+        )
+    };
+}
+
+/// `cr.tsv` from the two raw files: the header `sentence\tlabel`, then every non-empty line of `custrev.pos`
+/// (stripped) with label 1, then those of `custrev.neg` with label 0, in file order.
+pub fn build_cr_tsv(dir: &Path) -> Result<Vec<u8>> {
+    let mut out = String::from("sentence\tlabel\n");
+    for (file, label) in [("custrev.pos", 1), ("custrev.neg", 0)] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
+            if line.contains('\t') {
+                return Err(crate::format_err(&path, format!("a sentence holds a tab: {line:?}")));
+            }
+            out.push_str(&format!("{line}\t{label}\n"));
+        }
+    }
+    Ok(out.into_bytes())
 }
 
 /// Every dataset Strata knows. Checksums are those of the canonical files (see each folder's README in
@@ -34,9 +101,24 @@ pub const REGISTRY: &[Dataset] = &[
         url: "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2 (revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41)",
         license: "Apache-2.0",
         files: &[
-            file("model.safetensors", 90868376, "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-            file("tokenizer.json", 466247, "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
-            file("config.json", 612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+            file(
+                "model.safetensors",
+                90868376,
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                minilm!("model.safetensors"),
+            ),
+            file(
+                "tokenizer.json",
+                466247,
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                minilm!("tokenizer.json"),
+            ),
+            file(
+                "config.json",
+                612,
+                "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                minilm!("config.json"),
+            ),
         ],
     },
     Dataset {
@@ -48,34 +130,62 @@ pub const REGISTRY: &[Dataset] = &[
                 "train-images-idx3-ubyte.gz",
                 9912422,
                 "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                mnist!("train-images-idx3-ubyte.gz"),
             ),
             file(
                 "train-labels-idx1-ubyte.gz",
                 28881,
                 "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                mnist!("train-labels-idx1-ubyte.gz"),
             ),
             file(
                 "t10k-images-idx3-ubyte.gz",
                 1648877,
                 "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                mnist!("t10k-images-idx3-ubyte.gz"),
             ),
-            file("t10k-labels-idx1-ubyte.gz", 4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+            file(
+                "t10k-labels-idx1-ubyte.gz",
+                4542,
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                mnist!("t10k-labels-idx1-ubyte.gz"),
+            ),
         ],
     },
     Dataset {
         name: "tinyshakespeare",
         url: "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
         license: "public domain text; char-rnn repository MIT",
-        files: &[file("input.txt", 1115394, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")],
+        files: &[file(
+            "input.txt",
+            1115394,
+            "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        )],
     },
     Dataset {
         name: "wikitext-2",
         url: "https://blog.salesforceairesearch.com/the-wikitext-long-term-dependency-language-modeling-dataset/",
         license: "CC BY-SA 3.0 (Merity et al. 2016, Wikipedia)",
         files: &[
-            file("train.txt", 10797148, "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f"),
-            file("valid.txt", 1121681, "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"),
-            file("test.txt", 1256449, "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"),
+            file(
+                "train.txt",
+                10797148,
+                "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
+                wikitext2!("train.txt"),
+            ),
+            file(
+                "valid.txt",
+                1121681,
+                "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+                wikitext2!("valid.txt"),
+            ),
+            file(
+                "test.txt",
+                1256449,
+                "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+                wikitext2!("test.txt"),
+            ),
         ],
     },
     Dataset {
@@ -83,21 +193,60 @@ pub const REGISTRY: &[Dataset] = &[
         url: "https://gluebenchmark.com/tasks (SST-2)",
         license: "no explicit license (research use)",
         files: &[
-            file("train.tsv", 3806081, "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1"),
-            file("dev.tsv", 94931, "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0"),
+            file(
+                "train.tsv",
+                3806081,
+                "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1",
+                sst2!("train_full.tsv"),
+            ),
+            file(
+                "dev.tsv",
+                94931,
+                "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
+                sst2!("dev.tsv"),
+            ),
         ],
     },
     Dataset {
         name: "cr",
         url: "https://github.com/harvardnlp/sent-conv-torch (CR)",
         license: "no explicit license (research use)",
-        files: &[file("cr.tsv", 374097, "3c86e71501ccbc156ade0e8eb32e839dafd080347a1369d18314074e530c2224")],
+        files: &[
+            file(
+                "custrev.pos",
+                225449,
+                "15eeb0b9424043bb3755488e2d8ed97bdaeba464a5c230f213bad075125d2192",
+                cr!("custrev.pos"),
+            ),
+            file(
+                "custrev.neg",
+                141095,
+                "8f29d7fa39f9862764b71f36b193f0674e0056287ffc5bf170edf6db42cc8f83",
+                cr!("custrev.neg"),
+            ),
+            DataFile {
+                path: "cr.tsv",
+                bytes: 374097,
+                sha256: "3c86e71501ccbc156ade0e8eb32e839dafd080347a1369d18314074e530c2224",
+                source: Source::Derived {
+                    from: &["custrev.pos", "custrev.neg"],
+                    how: "the non-empty lines of custrev.pos (label 1) then custrev.neg (label 0), stripped, under a \
+                          `sentence\\tlabel` header",
+                    build: build_cr_tsv,
+                },
+            },
+        ],
     },
     Dataset {
         name: "svamp",
         url: "https://github.com/arkilpatel/SVAMP",
         license: "MIT",
-        files: &[file("SVAMP.json", 339970, "5be77703a6d891ae476d7c082787ad361392aa02453b132516cdd5f4e7934e3e")],
+        files: &[file(
+            "SVAMP.json",
+            339970,
+            "5be77703a6d891ae476d7c082787ad361392aa02453b132516cdd5f4e7934e3e",
+            "https://raw.githubusercontent.com/arkilpatel/SVAMP/689d7ccac74b9983a2ac7cc3b264f441b99e7c53/SVAMP.json",
+        )],
     },
 ];
 
@@ -115,12 +264,18 @@ pub fn search_roots(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(env) = std::env::var_os("STRATA_DATA").filter(|v| !v.is_empty()) {
         roots.push(PathBuf::from(env));
     }
+    roots.extend(cache_root());
+    roots
+}
+
+/// The user cache, where `strata data fetch` and fetch-on-first-use put datasets: `$XDG_CACHE_HOME/strata/data`,
+/// else `~/.cache/strata/data`.
+pub fn cache_root() -> Option<PathBuf> {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    roots.extend(cache.map(|c| c.join("strata").join("data")));
-    roots
+    cache.map(|c| c.join("strata").join("data"))
 }
 
 /// Finds the dataset's folder (the first root holding all its files with the right sizes) without hashing.
@@ -187,7 +342,7 @@ pub fn verify(ds: &Dataset, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();

@@ -7,6 +7,8 @@
 //! strata reproduce <id> --config cfg.json [--seed N] [--out DIR] [--data DIR]
 //! strata reproduce <id> [--smoke|--quick|--config F] --set section.field=value ...
 //! strata reproduce all --skip <id> ...
+//! strata data list [--data DIR] [--verify]
+//! strata data fetch <name>...|all [--into DIR]
 //! ```
 //!
 //! The experiments come from each domain crate's `experiments::all()`; this binary holds no list of its own.
@@ -29,6 +31,32 @@ struct Cli {
 enum Command {
     /// Run one reproduction (or `all`) and write its report.
     Reproduce(ReproduceArgs),
+    /// The registered datasets: where they are found, and fetching them.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Every registered dataset: size, license, and the folder it is found in (or "missing").
+    List {
+        /// Look only in this folder (as `reproduce --data` does).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Check every found file's SHA-256 too (reads them all).
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Download datasets (checked against their SHA-256) into the user cache or a folder. STRATA_DATA_URL sets a
+    /// mirror laid out like a data folder; STRATA_OFFLINE=1 forbids the network.
+    Fetch {
+        /// Dataset names, or `all`.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Into DIR/<name>/ instead of the user cache.
+        #[arg(long)]
+        into: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -86,7 +114,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let Command::Reproduce(args) = cli.command;
+    let args = match cli.command {
+        Command::Reproduce(args) => args,
+        Command::Data(command) => return data_command(command),
+    };
     let all = strata_runner::experiments();
     if args.list || args.id.is_none() {
         for e in &all {
@@ -177,6 +208,57 @@ fn run(cli: Cli) -> Result<ExitCode> {
         bail!("{} experiment(s) could not run: {}", failed_runs.len(), failed_runs.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn data_command(command: DataCommand) -> Result<ExitCode> {
+    match command {
+        DataCommand::List { data: explicit, verify } => {
+            println!("{:18} {:>9}  {:44} location", "dataset", "MB", "license");
+            for ds in data::REGISTRY {
+                let bytes: u64 = ds.files.iter().map(|f| f.bytes).sum();
+                let location = match data::resolve_unverified(ds.name, explicit.as_deref()) {
+                    Ok(dir) if verify => match data::verify(ds, &dir) {
+                        Ok(()) => format!("{} (sha256 ok)", dir.display()),
+                        Err(e) => format!("{} (BAD: {e})", dir.display()),
+                    },
+                    Ok(dir) => dir.display().to_string(),
+                    Err(_) => "missing".into(),
+                };
+                let license: String = ds.license.chars().take(44).collect();
+                println!("{:18} {:>9.1}  {license:44} {location}", ds.name, bytes as f64 / 1e6);
+            }
+            let roots = data::search_roots(explicit.as_deref());
+            let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+            println!("\nlooked in: {}", if explicit.is_some() { &roots[..1] } else { &roots[..] }.join(", "));
+            if let Some(cache) = data::cache_root() {
+                println!("`strata data fetch <name>` downloads into {}", cache.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Fetch { names, into } => {
+            let chosen: Vec<&data::Dataset> = if names.iter().any(|n| n == "all") {
+                data::REGISTRY.iter().collect()
+            } else {
+                names.iter().map(|n| data::dataset(n)).collect::<Result<_, _>>()?
+            };
+            let root = match into {
+                Some(dir) => dir,
+                None => data::cache_root().context("neither XDG_CACHE_HOME nor HOME is set; pass --into DIR")?,
+            };
+            let fetcher = data::fetch::Fetcher::from_env()?;
+            for ds in chosen {
+                let source = match fetcher.mirror() {
+                    Some(m) => format!("mirror {m}"),
+                    None => "canonical URLs".into(),
+                };
+                eprintln!("{} -> {} ({source})", ds.name, root.join(ds.name).display());
+                let report = fetcher.fetch(ds, &root).with_context(|| format!("fetching {}", ds.name))?;
+                let present = report.files.iter().filter(|(_, o)| *o == data::fetch::FileOutcome::Present).count();
+                eprintln!("  {} file(s) checked, {present} already there", report.files.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Applies `path=value` to a config: every segment of the dotted path must exist (a typo is an error that

@@ -425,7 +425,7 @@ fn train_config(cfg: &CompleteSoundConfig, ctx: &RunCtx, epochs: usize, label: &
 
 /// Trains (or reuses) the MNIST CNN and checks its accuracy; the first `eval_images` test images to explain.
 fn mnist(ctx: &RunCtx, cfg: &CompleteSoundConfig, report: &mut Report) -> Result<(ConvNet, EvalSet<'static>)> {
-    let dir = data::resolve("mnist", ctx.data_dir.as_deref())?;
+    let dir = data::fetch::obtain("mnist", ctx.data_dir.as_deref())?;
     let mnist = data::mnist::Mnist::load(&dir)?;
     let train = LabelledImages::from_mnist(&mnist.train);
     let train = match cfg.mnist_train {

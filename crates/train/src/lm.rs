@@ -196,7 +196,7 @@ impl Corpus {
                 if !(0.0 < *val_fraction && *val_fraction < 1.0) {
                     return Err(Error::Config(format!("val_fraction {val_fraction} outside (0, 1)")));
                 }
-                let text = data::text::tinyshakespeare(&data::resolve("tinyshakespeare", data_dir)?)?;
+                let text = data::text::tinyshakespeare(&data::fetch::obtain("tinyshakespeare", data_dir)?)?;
                 let chars: Vec<char> = text.chars().collect();
                 let cut = ((1.0 - val_fraction) * chars.len() as f64) as usize;
                 let train: String = chars[..cut].iter().collect();
@@ -204,7 +204,7 @@ impl Corpus {
                 tokenize(&train, &valid, tokenizer, save_dir)
             }
             Corpus::Wikitext2 { tokenizer } => {
-                let w = data::text::wikitext2(&data::resolve("wikitext-2", data_dir)?)?;
+                let w = data::text::wikitext2(&data::fetch::obtain("wikitext-2", data_dir)?)?;
                 tokenize(&w.train, &w.valid, tokenizer, save_dir)
             }
             Corpus::Synthetic { tokens, vocab, seed } => {

@@ -52,7 +52,7 @@ pub fn trained_tables(task: &BinaryTask, cfg: &LogisticConfig, ctx: &RunCtx) -> 
 
 /// The binary MNIST task of a config: `pool` training images and `tests` test images of two digits.
 pub(crate) fn mnist_task(ctx: &RunCtx, digits: (u8, u8), pool: usize, tests: usize) -> Result<BinaryTask> {
-    let dir = data::resolve("mnist", ctx.data_dir.as_deref())?;
+    let dir = data::fetch::obtain("mnist", ctx.data_dir.as_deref())?;
     let mnist = data::mnist::Mnist::load(&dir)?;
     BinaryTask::mnist(&mnist, digits.0, digits.1, pool, tests)
 }

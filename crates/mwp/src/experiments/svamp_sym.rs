@@ -138,7 +138,7 @@ impl Experiment for SvampSym {
     fn run(&self, ctx: &RunCtx, cfg: &SvampSymConfig) -> Result<Report> {
         cfg.validate()?;
         let mut report = Report::new(ctx, cfg);
-        let svamp = data::text::svamp(&data::resolve("svamp", ctx.data_dir.as_deref())?)?;
+        let svamp = data::text::svamp(&data::fetch::obtain("svamp", ctx.data_dir.as_deref())?)?;
         let all = symbolize_all(&svamp, cfg.style)?;
         let exceptions: Vec<String> =
             all.iter().flat_map(|p| p.exceptions.iter().map(move |e| format!("{}: {}", p.id, e.describe()))).collect();

@@ -170,7 +170,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 task: format!("{description}, MNIST 3 vs 8; output = test margin"),
             };
-            let dir = data::resolve("mnist", data.as_deref()).context("finding MNIST")?;
+            let dir = data::fetch::obtain("mnist", data.as_deref()).context("finding MNIST")?;
             let mnist = data::mnist::Mnist::load(&dir)?;
             let task = BinaryTask::mnist(&mnist, 3, 8, pool, outputs)?;
             let st = Store::create_or_open(&store, meta).with_context(|| format!("store {}", store.display()))?;
