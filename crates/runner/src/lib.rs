@@ -15,6 +15,7 @@ pub fn experiments() -> Vec<Box<dyn DynExperiment>> {
         growth::experiments::all(),
         salt::experiments::all(),
         mwp::experiments::all(),
+        grafting::experiments::all(),
         datamodels::experiments::all(),
     ]
     .into_iter()

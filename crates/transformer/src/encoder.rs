@@ -342,38 +342,50 @@ impl<F: Float> MlmHead<F> {
     }
 }
 
-/// Sequence classification head (`classifier.*`): masked mean pooling, then a linear layer to the classes.
+/// Masked mean over the time axis, differentiable: `[batch, t, hidden]` hidden states and the `[batch, t]` mask of
+/// real tokens give `[batch, hidden]` (a row without real tokens gives zeros).
+pub fn mean_pool<F: Float>(h: &Tensor<F>, mask: &[bool]) -> Tensor<F> {
+    let (b, t) = (h.shape()[0], h.shape()[1]);
+    let weights: Vec<F> = (0..b)
+        .flat_map(|i| {
+            let n = (0..t).filter(|&j| mask[i * t + j]).count().max(1) as f64;
+            (0..t).map(move |j| if mask[i * t + j] { F::of(1.0 / n) } else { F::zero() })
+        })
+        .collect();
+    let w = Tensor::from_vec(weights, &[b, 1, t]);
+    w.matmul(h).reshape(&[b, h.shape()[2]])
+}
+
+/// Sequence classification head: masked mean pooling, then a linear layer to the classes. Its parameters live
+/// under its own prefix (`classifier.*` by default), so several heads on one encoder (one per task) never share
+/// parameters.
 #[derive(Debug, Clone)]
 pub struct ClassifierHead<F: Float = f32> {
     pub out: Linear<F>,
+    pub prefix: String,
 }
 
 impl<F: Float> ClassifierHead<F> {
+    /// A head under `classifier.*`.
     pub fn new(enc: &Encoder<F>, classes: usize, seed: u64) -> Self {
+        Self::with_prefix(enc, "classifier", classes, seed)
+    }
+
+    /// A head under `<prefix>.*` (for example `heads.sst2`), initialised from `seed`.
+    pub fn with_prefix(enc: &Encoder<F>, prefix: &str, classes: usize, seed: u64) -> Self {
         let mut rng = tensor::derived(seed, 2 << 32);
+        let mut path = enc.params.root();
+        for part in prefix.split('.') {
+            path = path.sub(part);
+        }
         ClassifierHead {
-            out: Linear::normal(
-                &enc.params.root().sub("classifier"),
-                enc.config.hidden_size,
-                classes,
-                true,
-                0.02,
-                &mut rng,
-            ),
+            out: Linear::normal(&path, enc.config.hidden_size, classes, true, 0.02, &mut rng),
+            prefix: prefix.to_string(),
         }
     }
 
     /// Class logits `[batch, classes]` from hidden states `[batch, t, hidden]` and the real-token mask.
     pub fn forward(&self, h: &Tensor<F>, mask: &[bool]) -> Tensor<F> {
-        let (b, t) = (h.shape()[0], h.shape()[1]);
-        let weights: Vec<F> = (0..b)
-            .flat_map(|i| {
-                let n = (0..t).filter(|&j| mask[i * t + j]).count().max(1) as f64;
-                (0..t).map(move |j| if mask[i * t + j] { F::of(1.0 / n) } else { F::zero() })
-            })
-            .collect();
-        let w = Tensor::from_vec(weights, &[b, 1, t]);
-        let pooled = w.matmul(h).reshape(&[b, h.shape()[2]]);
-        self.out.forward(&pooled)
+        self.out.forward(&mean_pool(h, mask))
     }
 }

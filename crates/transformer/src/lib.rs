@@ -39,7 +39,7 @@ pub mod gpt2;
 
 pub use attention::Rope;
 pub use decoder::{Decoder, DecoderConfig, DecoderLayer, KvCache, Positions, Sampling};
-pub use encoder::{BertConfig, ClassifierHead, Encoder, EncoderLayer, MlmHead};
+pub use encoder::{BertConfig, ClassifierHead, Encoder, EncoderLayer, MlmHead, mean_pool};
 pub use flops::FlopCount;
 pub use {data, tensor};
 

@@ -89,6 +89,28 @@ proptest! {
 }
 
 #[test]
+fn classifier_heads_under_different_prefixes_do_not_share_parameters() {
+    let c = tiny_bert();
+    let enc = Encoder::<f64>::new(&c, 3).unwrap();
+    let before = enc.params.names().len();
+    let a = ClassifierHead::with_prefix(&enc, "heads.sst2", 2, 1);
+    let b = ClassifierHead::with_prefix(&enc, "heads.trec", 6, 1);
+    let names = enc.params.names();
+    assert_eq!(names.len(), before + 4);
+    for n in ["heads.sst2.weight", "heads.sst2.bias", "heads.trec.weight", "heads.trec.bias"] {
+        assert!(names.iter().any(|m| m == n), "{n} in {names:?}");
+    }
+    // Changing one head's weights leaves the other's outputs alone.
+    let x = ids(12, c.vocab_size, 5);
+    let mask = vec![true; 12];
+    let h = no_grad(|| enc.forward(&x, &mask, None, 2, 6, None).unwrap());
+    let before_b = b.forward(&h, &mask).to_vec();
+    a.out.weight.update(|w| w.mapv_inplace(|v| v + 1.0));
+    assert_eq!(b.forward(&h, &mask).to_vec(), before_b);
+    assert_eq!((a.prefix.as_str(), ClassifierHead::new(&enc, 2, 0).prefix.as_str()), ("heads.sst2", "classifier"));
+}
+
+#[test]
 fn encoder_and_heads_gradients_match_finite_differences() {
     let c = tiny_bert();
     let enc = Encoder::<f64>::new(&c, 3).unwrap();

@@ -1,0 +1,8 @@
+//! The grafting reproductions.
+
+pub mod localize;
+
+/// Every reproduction of this crate, for the runner.
+pub fn all() -> Vec<Box<dyn report::DynExperiment>> {
+    vec![Box::new(localize::Localize)]
+}
