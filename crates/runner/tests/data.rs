@@ -66,6 +66,16 @@ fn an_empty_cache_is_filled_from_a_mirror_on_first_use_and_by_data_fetch() {
     }
     assert!(line(&listed, "mnist").ends_with("missing"), "{listed}");
 
+    // Fetched ahead of time, then used offline by a reproduction that needs three datasets.
+    if root.join("all-MiniLM-L6-v2").is_dir() && root.join("sst2").is_dir() {
+        let fetch = strata(&["data", "fetch", "all-MiniLM-L6-v2", "sst2"], cache.path(), &server.url, false);
+        assert!(fetch.status.success(), "{}", text(&fetch));
+        let ran =
+            strata(&["reproduce", "grafting/localize", "--smoke", "--out", out_dir], cache.path(), &server.url, true);
+        assert!(ran.status.success(), "{}", text(&ran));
+        assert!(out.path().join("grafting/localize/report.md").is_file());
+    }
+
     let unknown = strata(&["data", "fetch", "imagenet"], cache.path(), &server.url, false);
     assert!(!unknown.status.success() && text(&unknown).contains("unknown dataset `imagenet`"), "{}", text(&unknown));
 }
