@@ -2,7 +2,8 @@
 //! starting mask (top-|delta|), `S ~ U[0, 1)` and `b` large (10), so gamma starts at `base` to within
 //! `sigmoid(1 - b)`. The grafted model `theta = pre + gamma * delta` is differentiable in `S`:
 //! `dL/dS = dL/dtheta * delta * (1 - 2 base) * sigmoid'(S - b)`, so one backward pass through the model (its
-//! ordinary parameter gradients) gives the step. After each step, gamma rounded at 1/2 is a binary mask.
+//! ordinary parameter gradients) gives the step. After each step, gamma rounded at 1/2 (within the size budget) is
+//! a binary mask.
 
 use tensor::ndarray::{ArrayD, Zip};
 
@@ -84,5 +85,34 @@ impl Relaxation {
     /// gamma rounded at 1/2.
     pub fn rounded(&self) -> Mask {
         Mask::from_dense(&self.gamma())
+    }
+
+    /// gamma rounded at 1/2, keeping at most `budget` coordinates (those with the largest gamma; ties by name,
+    /// then index): the constraint `||gamma||_0 <= s` of P8's definition.
+    pub fn rounded_within(&self, budget: usize) -> Mask {
+        let gamma = self.gamma();
+        let names: Vec<&String> = gamma.keys().collect();
+        let mut kept: Vec<(f32, usize, usize)> = Vec::new();
+        for (ni, g) in gamma.values().enumerate() {
+            kept.extend(g.iter().enumerate().filter(|(_, v)| **v >= 0.5).map(|(i, &v)| (v, ni, i)));
+        }
+        if kept.len() > budget {
+            let order = |a: &(f32, usize, usize), b: &(f32, usize, usize)| {
+                b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)))
+            };
+            if budget > 0 {
+                kept.select_nth_unstable_by(budget - 1, order);
+            }
+            kept.truncate(budget);
+        }
+        let mut mask = Mask::default();
+        for (n, g) in &gamma {
+            mask.regions.insert(n.clone(), (g.shape().to_vec(), Vec::new()));
+        }
+        for (_, ni, i) in kept {
+            mask.regions.get_mut(names[ni]).expect("listed").1.push(i);
+        }
+        mask.regions.values_mut().for_each(|(_, idx)| idx.sort_unstable());
+        mask
     }
 }

@@ -1,5 +1,6 @@
 //! Learning a mask (P8's optimisation): gradient steps on the relaxation's scores through the grafted model,
-//! rounding after every step and keeping the best binary mask by training accuracy (then training loss).
+//! rounding after every step (keeping at most as many coordinates as the starting mask, so the region's size is
+//! the budget it was given) and keeping the best binary mask by training accuracy (then training loss).
 
 use data::text::Labelled;
 use serde::{Deserialize, Serialize};
@@ -93,7 +94,7 @@ pub fn learn_mask(
         }
         let g = relax.score_gradient(&theta_grad, pre, ft)?;
         relax.step(&g, cfg.lr);
-        let mask = relax.rounded();
+        let mask = relax.rounded_within(base.count());
         let (acc, loss) = score(&mask)?;
         trace.push(SearchPoint { step, selected: mask.count(), train_accuracy: acc, train_loss: loss, relaxed_loss });
         if acc > best.2 || (acc == best.2 && loss < best.3) {

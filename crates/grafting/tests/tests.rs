@@ -49,6 +49,16 @@ fn the_full_mask_is_the_fine_tuned_model_and_the_empty_mask_the_pretrained_one_e
     let half = Mask::top_delta(&pre, &ft, total / 2).unwrap();
     let relax = Relaxation::new(&half, 10.0, &mut tensor::seeded(3));
     assert_eq!(relax.rounded(), half);
+    assert_eq!(relax.rounded_within(total), half);
+    // Scores pushed past b add coordinates; the budget keeps the count and prefers the largest gamma.
+    let mut pushed = relax.clone();
+    let grow: Weights = pushed.scores.iter().map(|(n, s)| (n.clone(), s.mapv(|_| -1.0f32))).collect();
+    pushed.step(&grow, 30.0); // every S = U[0,1) + 30: base coordinates drop to ~0, the others rise to ~1
+    let flipped = pushed.rounded();
+    assert_eq!(flipped.count(), total - half.count());
+    let within = pushed.rounded_within(half.count());
+    assert_eq!(within.count(), half.count());
+    assert_eq!(within.overlap(&flipped), 1.0, "a subset of the rounded mask");
 }
 
 /// The relaxation's score gradient (from the model's parameter gradients) against central finite differences
