@@ -1,4 +1,4 @@
-//! Every file loader against random byte mutations of a valid file (flipped bytes, truncation, insertion, a
+//! Every file loader (safetensors models and graft masks, npy, idx, configs) against random byte mutations of a valid file (flipped bytes, truncation, insertion, a
 //! rewritten length field): an error or a value, never a panic.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -56,6 +56,18 @@ fn valid_safetensors() -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+fn valid_mask() -> Vec<u8> {
+    use grafting::tensor::ndarray::{ArrayD, IxDyn};
+    let dir = tempfile::tempdir().unwrap();
+    let w = |v: f32| ArrayD::from_elem(IxDyn(&[3, 4]), v);
+    let pre = std::collections::BTreeMap::from([("encoder.layer.0.w".to_string(), w(0.0))]);
+    let mut ft = pre.clone();
+    ft.get_mut("encoder.layer.0.w").unwrap()[[1, 2]] = 1.0;
+    let path = dir.path().join("mask.safetensors");
+    grafting::Mask::top_delta(&pre, &ft, 3).unwrap().save(&path).unwrap();
+    std::fs::read(path).unwrap()
+}
+
 fn valid_npy() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.npy");
@@ -85,6 +97,14 @@ proptest! {
         let path = write(dir.path(), "m.safetensors", &m);
         no_panic("parse_safetensors", || { let _ = tensor::parse_safetensors(&m, &path); });
         no_panic("Decoder::load", || { let _ = transformer::Decoder::<f32>::load(&path); });
+    }
+
+    #[test]
+    fn graft_mask_loader_never_panics(kind in 0u8..5, at in 0usize..1024, bytes in prop::collection::vec(any::<u8>(), 1..24)) {
+        let m = mutate(&valid_mask(), kind, at, &bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "mask.safetensors", &m);
+        no_panic("Mask::load", || { let _ = grafting::Mask::load(&path); });
     }
 
     #[test]
