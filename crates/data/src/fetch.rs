@@ -140,7 +140,7 @@ impl Fetcher {
         match (&self.mirror, file.source) {
             (Some(m), _) => Some(format!("{}/{}/{}", m.trim_end_matches('/'), ds.name, file.path)),
             (None, Source::Url(u)) => Some(u.to_string()),
-            (None, Source::Derived { .. }) => None,
+            (None, Source::Derived { .. } | Source::MirrorOnly(_)) => None,
         }
     }
 
@@ -152,6 +152,9 @@ impl Fetcher {
         let mut files = Vec::new();
         for f in ds.files {
             let target = dir.join(f.path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+            }
             let outcome = if matches_registry(&target, f)? {
                 FileOutcome::Present
             } else {
@@ -171,6 +174,15 @@ impl Fetcher {
                         std::fs::write(&part, bytes).map_err(|source| Error::Io { path: part.clone(), source })?;
                         check_and_place(&part, &target, f)?;
                         FileOutcome::Built
+                    }
+                    (None, Source::MirrorOnly(why)) => {
+                        return Err(Error::Download {
+                            url: format!("{}/{}", ds.name, f.path),
+                            message: format!(
+                                "no canonical copy of this file is published ({why}); set STRATA_DATA_URL to a \
+                                 mirror laid out like a data folder, or place it by hand"
+                            ),
+                        });
                     }
                     (None, Source::Url(_)) => unreachable!("url_for gives a URL for every Source::Url"),
                 }

@@ -44,8 +44,8 @@ pub mod text;
 pub mod tokenize;
 
 pub use registry::{
-    DataFile, Dataset, REGISTRY, Source, build_cr_tsv, cache_root, dataset, resolve, resolve_unverified, search_roots,
-    verify,
+    DataFile, Dataset, REGISTRY, Source, TREC_CLASSES, build_cr_tsv, cache_root, dataset, resolve, resolve_unverified,
+    search_roots, verify,
 };
 
 use std::path::PathBuf;

@@ -23,6 +23,9 @@ pub enum Source {
     /// Built from other files of the same dataset (fetched first) by `build`, which reads the dataset's folder;
     /// `how` says what it does. The result is checked against the registered SHA-256 like a download.
     Derived { from: &'static [&'static str], how: &'static str, build: fn(&Path) -> Result<Vec<u8>> },
+    /// No canonical copy of this exact file is published (it was rebuilt for Strata; the reason is given): it
+    /// comes from a mirror (`STRATA_DATA_URL`) or is placed by hand.
+    MirrorOnly(&'static str),
 }
 
 /// A registered dataset: where it comes from and what its files must be.
@@ -76,14 +79,37 @@ macro_rules! cr {
     };
 }
 
-/// `cr.tsv` from the two raw files: the header `sentence\tlabel`, then every non-empty line of `custrev.pos`
-/// (stripped) with label 1, then those of `custrev.neg` with label 0, in file order.
-pub fn build_cr_tsv(dir: &Path) -> Result<Vec<u8>> {
+/// Windows-1252 bytes as text (the raw MR, SUBJ and TREC files are not UTF-8); the five bytes the code page leaves
+/// undefined are an error naming the file.
+fn decode_cp1252(path: &Path, bytes: &[u8]) -> Result<String> {
+    const HIGH: [char; 32] = [
+        '\u{20ac}', '\0', '\u{201a}', '\u{0192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02c6}',
+        '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\0', '\u{017d}', '\0', '\0', '\u{2018}', '\u{2019}',
+        '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{02dc}', '\u{2122}', '\u{0161}', '\u{203a}',
+        '\u{0153}', '\0', '\u{017e}', '\u{0178}',
+    ];
+    let mut out = String::with_capacity(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        let c = match b {
+            0x80..=0x9f => HIGH[(b - 0x80) as usize],
+            _ => b as char, // ASCII and Latin-1 agree with Windows-1252 outside 0x80-0x9f
+        };
+        if c == '\0' && b != 0 {
+            return Err(crate::format_err(path, format!("byte {i}: 0x{b:02x} is not Windows-1252")));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// A `sentence\tlabel` TSV from raw files of one sentence a line: every non-empty line (decoded as Windows-1252,
+/// stripped) of each file with that file's label, files in order. CR, MR, SUBJ and MPQA are built this way.
+fn labelled_tsv_from_lines(dir: &Path, files: &[(&str, u32)]) -> Result<Vec<u8>> {
     let mut out = String::from("sentence\tlabel\n");
-    for (file, label) in [("custrev.pos", 1), ("custrev.neg", 0)] {
+    for (file, label) in files {
         let path = dir.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        for line in decode_cp1252(&path, &bytes)?.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
             if line.contains('\t') {
                 return Err(crate::format_err(&path, format!("a sentence holds a tab: {line:?}")));
             }
@@ -92,6 +118,86 @@ pub fn build_cr_tsv(dir: &Path) -> Result<Vec<u8>> {
     }
     Ok(out.into_bytes())
 }
+
+/// `cr.tsv` from `custrev.pos` (label 1) and `custrev.neg` (label 0).
+pub fn build_cr_tsv(dir: &Path) -> Result<Vec<u8>> {
+    labelled_tsv_from_lines(dir, &[("custrev.pos", 1), ("custrev.neg", 0)])
+}
+
+fn build_mr_tsv(dir: &Path) -> Result<Vec<u8>> {
+    labelled_tsv_from_lines(dir, &[("rt-polarity.pos", 1), ("rt-polarity.neg", 0)])
+}
+
+fn build_subj_tsv(dir: &Path) -> Result<Vec<u8>> {
+    labelled_tsv_from_lines(dir, &[("subj.subjective", 1), ("subj.objective", 0)])
+}
+
+fn build_mpqa_tsv(dir: &Path) -> Result<Vec<u8>> {
+    labelled_tsv_from_lines(dir, &[("mpqa.pos", 1), ("mpqa.neg", 0)])
+}
+
+/// TREC's coarse classes in the order of the HuggingFace `trec` dataset's `coarse_label`.
+pub const TREC_CLASSES: [&str; 6] = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"];
+
+/// `COARSE:fine question` lines to `question\tcoarse index`.
+fn trec_tsv(dir: &Path, raw: &str) -> Result<Vec<u8>> {
+    let path = dir.join(raw);
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    let mut out = String::from("sentence\tlabel\n");
+    for (n, line) in decode_cp1252(&path, &bytes)?.split('\n').enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = || crate::format_err(&path, format!("line {}: expected `COARSE:fine question`", n + 1));
+        let (tag, text) = line.split_once(' ').ok_or_else(bad)?;
+        let coarse = tag.split(':').next().ok_or_else(bad)?;
+        let label = TREC_CLASSES.iter().position(|c| *c == coarse).ok_or_else(bad)?;
+        out.push_str(&format!("{}\t{label}\n", text.trim()));
+    }
+    Ok(out.into_bytes())
+}
+
+fn build_trec_train(dir: &Path) -> Result<Vec<u8>> {
+    trec_tsv(dir, "TREC.train")
+}
+
+fn build_trec_test(dir: &Path) -> Result<Vec<u8>> {
+    trec_tsv(dir, "TREC.test")
+}
+
+/// GLUE's CoLA layout (source, label, mark, sentence; no header) to `sentence\tlabel`.
+fn cola_tsv(dir: &Path, raw: &str) -> Result<Vec<u8>> {
+    let path = dir.join(raw);
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    let mut out = String::from("sentence\tlabel\n");
+    for (n, line) in text.split('\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() != 4 || !matches!(cols[1], "0" | "1") {
+            return Err(crate::format_err(&path, format!("line {}: expected 4 columns with a 0/1 label", n + 1)));
+        }
+        out.push_str(&format!("{}\t{}\n", cols[3], cols[1]));
+    }
+    Ok(out.into_bytes())
+}
+
+fn build_cola_train(dir: &Path) -> Result<Vec<u8>> {
+    cola_tsv(dir, "glue/train.tsv")
+}
+
+fn build_cola_dev(dir: &Path) -> Result<Vec<u8>> {
+    cola_tsv(dir, "glue/dev.tsv")
+}
+
+const fn derived(
+    path: &'static str,
+    bytes: u64,
+    sha256: &'static str,
+    from: &'static [&'static str],
+    how: &'static str,
+    build: fn(&Path) -> Result<Vec<u8>>,
+) -> DataFile {
+    DataFile { path, bytes, sha256, source: Source::Derived { from, how, build } }
+}
+
+const LINES_TSV: &str = "the non-empty lines of the raw files (Windows-1252, stripped) with their labels, under a \
+                         `sentence<TAB>label` header";
 
 /// Every dataset Strata knows. Checksums are those of the canonical files (see each folder's README in
 /// `../shared/data`).
@@ -224,17 +330,14 @@ pub const REGISTRY: &[Dataset] = &[
                 "8f29d7fa39f9862764b71f36b193f0674e0056287ffc5bf170edf6db42cc8f83",
                 cr!("custrev.neg"),
             ),
-            DataFile {
-                path: "cr.tsv",
-                bytes: 374097,
-                sha256: "3c86e71501ccbc156ade0e8eb32e839dafd080347a1369d18314074e530c2224",
-                source: Source::Derived {
-                    from: &["custrev.pos", "custrev.neg"],
-                    how: "the non-empty lines of custrev.pos (label 1) then custrev.neg (label 0), stripped, under a \
-                          `sentence\\tlabel` header",
-                    build: build_cr_tsv,
-                },
-            },
+            derived(
+                "cr.tsv",
+                374097,
+                "3c86e71501ccbc156ade0e8eb32e839dafd080347a1369d18314074e530c2224",
+                &["custrev.pos", "custrev.neg"],
+                LINES_TSV,
+                build_cr_tsv,
+            ),
         ],
     },
     Dataset {
@@ -247,6 +350,159 @@ pub const REGISTRY: &[Dataset] = &[
             "5be77703a6d891ae476d7c082787ad361392aa02453b132516cdd5f4e7934e3e",
             "https://raw.githubusercontent.com/arkilpatel/SVAMP/689d7ccac74b9983a2ac7cc3b264f441b99e7c53/SVAMP.json",
         )],
+    },
+    Dataset {
+        name: "mr",
+        url: "https://github.com/harvardnlp/sent-conv-torch (MR, Pang & Lee 2005)",
+        license: "no explicit license (research use)",
+        files: &[
+            file(
+                "rt-polarity.pos",
+                626139,
+                "2da124ec187a9d5a29c9f04e91c540e02baed5af8868f550a26bd6fd4dbf8bf0",
+                cr!("rt-polarity.pos"),
+            ),
+            file(
+                "rt-polarity.neg",
+                612256,
+                "4ace77d558c3714723843f1d65b60c01e3417b208180f0728808d76ad0eeeaca",
+                cr!("rt-polarity.neg"),
+            ),
+            derived(
+                "mr.tsv",
+                1249489,
+                "42e24f5d7a605c5449a0238da3393da7ff1ff2b7a19bee44ccd3c36c2ee3f736",
+                &["rt-polarity.pos", "rt-polarity.neg"],
+                LINES_TSV,
+                build_mr_tsv,
+            ),
+        ],
+    },
+    Dataset {
+        name: "subj",
+        url: "https://github.com/harvardnlp/sent-conv-torch (SUBJ, Pang & Lee 2004)",
+        license: "no explicit license (research use)",
+        files: &[
+            file(
+                "subj.subjective",
+                630790,
+                "73a2dcf8dc3cbcc7f068a70ef9f021c86b2a8e4dac81566b7fd015b3e938f2c5",
+                cr!("subj.subjective"),
+            ),
+            file(
+                "subj.objective",
+                669456,
+                "5ddc9b44dc60d64d651347fcd7bdd489b0c70661e3f768215c16eea36f51204a",
+                cr!("subj.objective"),
+            ),
+            derived(
+                "subj.tsv",
+                1310432,
+                "553d0d259ab21c0da21366d943fa7735629890321771108a24f3fca9a6ca4cf0",
+                &["subj.subjective", "subj.objective"],
+                LINES_TSV,
+                build_subj_tsv,
+            ),
+        ],
+    },
+    Dataset {
+        name: "mpqa",
+        url: "https://github.com/harvardnlp/sent-conv-torch (MPQA polarity)",
+        license: "no explicit license (research use)",
+        files: &[
+            file(
+                "mpqa.pos",
+                57239,
+                "f4aaafdd63c439fd2d056149f3b5d200416dabb200a8b7d8f4bf9903981ff8a5",
+                cr!("mpqa.pos"),
+            ),
+            file(
+                "mpqa.neg",
+                151521,
+                "02e193d98c7715bc6200bb23dc6d2903482bd80c0432c53c3f3738c636df3f72",
+                cr!("mpqa.neg"),
+            ),
+            derived(
+                "mpqa.tsv",
+                229939,
+                "c7572792cf7bced65e8cafcaf0c97119fd0307ab0b6387d653cbf94ad7d95ac4",
+                &["mpqa.pos", "mpqa.neg"],
+                LINES_TSV,
+                build_mpqa_tsv,
+            ),
+        ],
+    },
+    Dataset {
+        name: "trec",
+        url: "https://github.com/harvardnlp/sent-conv-torch (TREC-6, Li & Roth 2002)",
+        license: "no explicit license (research use)",
+        files: &[
+            file(
+                "TREC.train",
+                335858,
+                "9e4c8bdcaffb96ed61041bd64b564183d52793a8e91d84fc3a8646885f466ec3",
+                cr!("TREC.train"),
+            ),
+            file(
+                "TREC.test",
+                23354,
+                "033f22c028c2bbba9ca682f68ffe204dc1aa6e1cf35dd6207f2d4ca67f0d0e8e",
+                cr!("TREC.test"),
+            ),
+            derived(
+                "train.tsv",
+                292418,
+                "c5765d4a5de649c25eaf7b3ee0073a6098372fbd69c0a3f3eacde0eb1b9abe9b",
+                &["TREC.train"],
+                "the question after the tag, stripped, with the coarse class's index in TREC_CLASSES",
+                build_trec_train,
+            ),
+            derived(
+                "test.tsv",
+                19494,
+                "0a8636a0bd871298b968abd403ffb521165fb39bcc02f22eb64210672b6dd593",
+                &["TREC.test"],
+                "the question after the tag, stripped, with the coarse class's index in TREC_CLASSES",
+                build_trec_test,
+            ),
+        ],
+    },
+    Dataset {
+        name: "cola",
+        url: "https://nyu-mll.github.io/CoLA/ (GLUE CoLA)",
+        license: "no explicit license (research use)",
+        files: &[
+            DataFile {
+                path: "glue/train.tsv",
+                bytes: 428590,
+                sha256: "cb368ebeb9f27d7ad03720d27ddc95687a311bdb100781a2fe59a5f5b1bc0624",
+                source: Source::MirrorOnly(
+                    "GLUE's CoLA train split, rebuilt from two halves of a public copy (see the data folder's README)",
+                ),
+            },
+            file(
+                "glue/dev.tsv",
+                53717,
+                "8c013e21dc39957cac37378d87bebe225b694a0d5fe13eded66c2856628833fd",
+                "https://raw.githubusercontent.com/amrnag/Specialized-Transformers/cae3514a52b66977974bfedd7ecc2efd029a72e9/data/CoLA/dev.tsv",
+            ),
+            derived(
+                "train.tsv",
+                373721,
+                "0ba9dbd2ba2a297b208df1612fcf96a94bf4d80f0c02430598d46b3dd8c0247f",
+                &["glue/train.tsv"],
+                "GLUE's columns 4 (sentence) and 2 (label) under a header",
+                build_cola_train,
+            ),
+            derived(
+                "dev.tsv",
+                46778,
+                "6ebf1ad9b6502cc88b3a1122edb344e7be567bd3010577bbd4cbe07edc62e867",
+                &["glue/dev.tsv"],
+                "GLUE's columns 4 (sentence) and 2 (label) under a header",
+                build_cola_dev,
+            ),
+        ],
     },
 ];
 

@@ -87,6 +87,31 @@ pub fn cr(dir: &Path) -> Result<Vec<Labelled>> {
     read_labelled_tsv(&dir.join("cr.tsv"), 2)
 }
 
+/// MR (movie-review snippets, binary sentiment): one file, no official split.
+pub fn mr(dir: &Path) -> Result<Vec<Labelled>> {
+    read_labelled_tsv(&dir.join("mr.tsv"), 2)
+}
+
+/// SUBJ (1 subjective, 0 objective): one file, no official split.
+pub fn subj(dir: &Path) -> Result<Vec<Labelled>> {
+    read_labelled_tsv(&dir.join("subj.tsv"), 2)
+}
+
+/// MPQA (opinion polarity of phrases): one file, no official split.
+pub fn mpqa(dir: &Path) -> Result<Vec<Labelled>> {
+    read_labelled_tsv(&dir.join("mpqa.tsv"), 2)
+}
+
+/// TREC-6 (question types, labels index [`crate::TREC_CLASSES`]): train and test.
+pub fn trec(dir: &Path) -> Result<(Vec<Labelled>, Vec<Labelled>)> {
+    Ok((read_labelled_tsv(&dir.join("train.tsv"), 6)?, read_labelled_tsv(&dir.join("test.tsv"), 6)?))
+}
+
+/// CoLA (1 acceptable, 0 unacceptable): train and dev.
+pub fn cola(dir: &Path) -> Result<(Vec<Labelled>, Vec<Labelled>)> {
+    Ok((read_labelled_tsv(&dir.join("train.tsv"), 2)?, read_labelled_tsv(&dir.join("dev.tsv"), 2)?))
+}
+
 /// One SVAMP math word problem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvampProblem {

@@ -169,6 +169,7 @@ fn every_registered_file_has_a_source_and_derived_files_come_after_their_inputs(
         for (i, f) in ds.files.iter().enumerate() {
             match f.source {
                 Source::Url(u) => assert!(u.starts_with("https://"), "{}/{}: {u}", ds.name, f.path),
+                Source::MirrorOnly(why) => assert!(!why.is_empty()),
                 Source::Derived { from, .. } => {
                     for input in from {
                         assert!(ds.files[..i].iter().any(|g| g.path == *input), "{}/{}: {input}", ds.name, f.path);
@@ -177,6 +178,53 @@ fn every_registered_file_has_a_source_and_derived_files_come_after_their_inputs(
             }
         }
     }
+}
+
+/// Every derived file (CR, MR, SUBJ, MPQA, TREC, CoLA TSVs) rebuilt from the shared raw files has its registered
+/// size and SHA-256; an undefined Windows-1252 byte is an error naming the file.
+#[test]
+fn every_derived_file_rebuilds_to_its_registered_checksum() {
+    let names: Vec<&str> = strata_data::REGISTRY.iter().map(|d| d.name).collect();
+    let derived: Vec<&str> =
+        ["cr", "mr", "subj", "mpqa", "trec", "cola"].into_iter().filter(|n| names.contains(n)).collect();
+    assert_eq!(derived.len(), 6);
+    let Some(root) = strata_data::testing::shared_data("every_derived_file_rebuilds", &derived) else { return };
+    let mut built = 0;
+    for name in derived {
+        let ds = strata_data::dataset(name).unwrap();
+        for f in ds.files {
+            if let Source::Derived { build, .. } = f.source {
+                let bytes = build(&root.join(name)).unwrap();
+                assert_eq!((bytes.len() as u64, sha256(&bytes)), (f.bytes, f.sha256.to_string()), "{name}/{}", f.path);
+                built += 1;
+            }
+        }
+    }
+    assert_eq!(built, 8);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("custrev.pos"), b"fine\n\x81 odd byte\n").unwrap();
+    std::fs::write(dir.path().join("custrev.neg"), b"bad\n").unwrap();
+    let err = strata_data::build_cr_tsv(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("custrev.pos") && err.contains("0x81"), "{err}");
+}
+
+#[test]
+fn a_file_without_a_canonical_copy_needs_a_mirror_and_nested_paths_are_created() {
+    let Some(root) = strata_data::testing::shared_data("mirror_only_files", &["cola"]) else { return };
+    let cola = strata_data::dataset("cola").unwrap();
+    let plain = Fetcher::new().with_progress(false);
+    let err = plain.fetch(cola, tempfile::tempdir().unwrap().path()).unwrap_err().to_string();
+    assert!(err.contains("glue/train.tsv") && err.contains("STRATA_DATA_URL"), "{err}");
+    let server = FileServer::start(&root, Misbehaviour::default()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let report = fetcher(&server).fetch(cola, cache.path()).unwrap();
+    verify(cola, &report.dir).unwrap();
+    assert_eq!(data_text_rows(&report.dir), (8551, 1043));
+}
+
+fn data_text_rows(dir: &Path) -> (usize, usize) {
+    let (train, dev) = strata_data::text::cola(dir).unwrap();
+    (train.len(), dev.len())
 }
 
 #[test]
@@ -199,7 +247,7 @@ fn the_shared_datasets_fetch_from_a_local_mirror_and_cr_builds_from_its_raw_file
         .iter()
         .map(|f| match f.source {
             Source::Url(_) => DataFile { source: Source::Url(leak(format!("{}/cr/{}", server.url, f.path))), ..*f },
-            Source::Derived { .. } => *f,
+            Source::Derived { .. } | Source::MirrorOnly(_) => *f,
         })
         .collect();
     let canonical = Dataset { files: Box::leak(files.into_boxed_slice()), ..*cr };
