@@ -221,11 +221,16 @@ pub fn lm_trainer_w2(dir: &std::path::Path) -> train::Trainer<train::lm::LmObjec
 /// A trainer for the `growth/midas` quick shapes (width 128, 4 heads, rotary, context 64, batch 12) at `layers`
 /// layers, on a random byte stream: one stage of a grown run. Step time should scale with the layers run.
 pub fn growth_stage_trainer(layers: usize) -> train::Trainer<train::lm::LmObjective> {
+    growth_stage_trainer_at(layers, 64)
+}
+
+/// [`growth_stage_trainer`] at another context length (the full `growth/midas` config uses 128).
+pub fn growth_stage_trainer_at(layers: usize, context: usize) -> train::Trainer<train::lm::LmObjective> {
     use train::lm::{Corpus, LmConfig, LmObjective};
     let config = LmConfig {
         model: transformer::DecoderConfig {
             vocab_size: 0,
-            context: 64,
+            context,
             d_model: 128,
             n_layers: layers,
             n_heads: 4,

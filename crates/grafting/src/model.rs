@@ -123,6 +123,9 @@ pub struct Evaluation {
     pub ece: f64,
     pub mean_confidence: f64,
     pub bins: Vec<report::stats::CalibrationBin>,
+    /// Per example, whether the top class was right (kept out of reports; paired comparisons use it).
+    #[serde(skip)]
+    pub correct: Vec<bool>,
 }
 
 impl Evaluation {
@@ -148,6 +151,7 @@ impl Evaluation {
             ece: cal.ece,
             mean_confidence: confidence.iter().sum::<f64>() / confidence.len() as f64,
             bins: cal.bins,
+            correct,
         })
     }
 }

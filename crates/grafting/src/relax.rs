@@ -87,18 +87,28 @@ impl Relaxation {
         Mask::from_dense(&self.gamma())
     }
 
-    /// gamma rounded at 1/2, keeping at most `budget` coordinates (those with the largest gamma; ties by name,
-    /// then index): the constraint `||gamma||_0 <= s` of P8's definition.
+    /// gamma rounded at 1/2, keeping at most `budget` coordinates: the constraint `||gamma||_0 <= s` of P8's
+    /// definition. Base coordinates still at or above 1/2 are kept first; coordinates that joined fill the slots
+    /// left, largest gamma first (ties by name, then index). So the mask changes only by exchanging base
+    /// coordinates that the gradient pushed out for new ones it pulled in.
     pub fn rounded_within(&self, budget: usize) -> Mask {
         let gamma = self.gamma();
         let names: Vec<&String> = gamma.keys().collect();
-        let mut kept: Vec<(f32, usize, usize)> = Vec::new();
-        for (ni, g) in gamma.values().enumerate() {
-            kept.extend(g.iter().enumerate().filter(|(_, v)| **v >= 0.5).map(|(i, &v)| (v, ni, i)));
+        // (base?, gamma, name index, flat index), best first.
+        let mut kept: Vec<(bool, f32, usize, usize)> = Vec::new();
+        for (ni, (n, g)) in gamma.iter().enumerate() {
+            let base = &self.base[n];
+            kept.extend(
+                g.iter()
+                    .zip(base.iter())
+                    .enumerate()
+                    .filter(|(_, (v, _))| **v >= 0.5)
+                    .map(|(i, (&v, &b))| (b > 0.5, v, ni, i)),
+            );
         }
         if kept.len() > budget {
-            let order = |a: &(f32, usize, usize), b: &(f32, usize, usize)| {
-                b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)))
+            let order = |a: &(bool, f32, usize, usize), b: &(bool, f32, usize, usize)| {
+                b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then((a.2, a.3).cmp(&(b.2, b.3)))
             };
             if budget > 0 {
                 kept.select_nth_unstable_by(budget - 1, order);
@@ -109,7 +119,7 @@ impl Relaxation {
         for (n, g) in &gamma {
             mask.regions.insert(n.clone(), (g.shape().to_vec(), Vec::new()));
         }
-        for (_, ni, i) in kept {
+        for (_, _, ni, i) in kept {
             mask.regions.get_mut(names[ni]).expect("listed").1.push(i);
         }
         mask.regions.values_mut().for_each(|(_, idx)| idx.sort_unstable());
