@@ -46,10 +46,15 @@ impl Mask {
     /// The `k` coordinates with the largest `|ft - pre|` (ties broken by name, then index: deterministic).
     pub fn top_delta(pre: &Weights, ft: &Weights, k: usize) -> Result<Mask> {
         check_same_names(pre, ft)?;
-        let mut all: Vec<(f32, usize, usize)> = Vec::new(); // (|delta|, name index, flat index)
-        for (ni, (name, p)) in pre.iter().enumerate() {
-            let f = &ft[name];
-            all.extend(p.iter().zip(f.iter()).enumerate().map(|(i, (a, b))| ((b - a).abs(), ni, i)));
+        let delta: Weights = pre.iter().map(|(n, p)| (n.clone(), (&ft[n] - p).mapv(f32::abs))).collect();
+        Mask::top_scores(&delta, k)
+    }
+
+    /// The `k` coordinates with the largest score (ties broken by name, then index; NaN scores last).
+    pub fn top_scores(scores: &Weights, k: usize) -> Result<Mask> {
+        let mut all: Vec<(f32, usize, usize)> = Vec::new(); // (score, name index, flat index)
+        for (ni, w) in scores.values().enumerate() {
+            all.extend(w.iter().enumerate().map(|(i, &v)| (if v.is_nan() { f32::NEG_INFINITY } else { v }, ni, i)));
         }
         if k > all.len() {
             return Err(Error::Config(format!("{k} coordinates asked of {}", all.len())));
@@ -57,8 +62,8 @@ impl Mask {
         if k > 0 {
             all.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
         }
-        let names: Vec<&String> = pre.keys().collect();
-        let mut mask = Mask::empty(pre);
+        let names: Vec<&String> = scores.keys().collect();
+        let mut mask = Mask::empty(scores);
         for &(_, ni, i) in &all[..k] {
             mask.regions.get_mut(names[ni]).expect("same names").1.push(i);
         }

@@ -16,6 +16,7 @@ use data::text::Labelled;
 use serde::{Deserialize, Serialize};
 use tensor::ndarray::{Array2, ArrayD, Axis};
 use tensor::{Params, Rng, Tensor, no_grad};
+use train::Objective;
 use transformer::{Encoder, mean_pool};
 
 use crate::mask::Weights;
@@ -238,7 +239,7 @@ impl FinetuneObjective {
     }
 }
 
-impl train::Objective for FinetuneObjective {
+impl Objective for FinetuneObjective {
     fn params(&self) -> &Params<f32> {
         &self.model.encoder.params
     }
@@ -300,4 +301,72 @@ pub fn region_gradient(model: &Classifier, examples: &[Labelled], batch: usize) 
         }
     }
     Ok((loss_sum, total))
+}
+
+/// Several tasks fine-tuned at once on one encoder: each task is a [`FinetuneObjective`] whose classifier shares
+/// the encoder's parameters (an `Encoder` clone shares its `Params`); a step's loss is the mean of one batch of
+/// every task.
+pub struct MultitaskObjective {
+    pub tasks: Vec<(String, FinetuneObjective)>,
+}
+
+impl MultitaskObjective {
+    pub fn new(tasks: Vec<(String, FinetuneObjective)>) -> Result<Self> {
+        let Some((_, first)) = tasks.first() else { return Err(Error::Config("no tasks".into())) };
+        if tasks.iter().any(|(_, t)| !t.model.encoder.params.same_store(&first.model.encoder.params)) {
+            return Err(Error::Config("multi-task classifiers must share one encoder".into()));
+        }
+        Ok(MultitaskObjective { tasks })
+    }
+}
+
+impl Objective for MultitaskObjective {
+    fn params(&self) -> &Params<f32> {
+        self.tasks[0].1.params()
+    }
+
+    fn train_loss(&mut self, step: u64, rng: &mut Rng) -> train::Result<Tensor<f32>> {
+        let n = self.tasks.len() as f32;
+        let mut total: Option<Tensor<f32>> = None;
+        for (_, task) in &mut self.tasks {
+            let loss = task.train_loss(step, rng)?.mul_scalar(1.0 / n);
+            total = Some(match total {
+                Some(t) => t.add(&loss),
+                None => loss,
+            });
+        }
+        total.ok_or_else(|| train::Error::Other("no tasks".into()))
+    }
+
+    fn evaluate(&mut self) -> train::Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for (name, task) in &mut self.tasks {
+            for (k, v) in task.evaluate()? {
+                out.insert(format!("{name}_{k}"), v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn tokens_per_step(&self) -> u64 {
+        self.tasks.iter().map(|(_, t)| t.tokens_per_step()).sum()
+    }
+
+    fn flops_per_step(&self) -> u64 {
+        0
+    }
+
+    fn data_state(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.tasks.iter().map(|(_, t)| t.data_state()).collect())
+    }
+
+    fn restore_data_state(&mut self, state: &serde_json::Value) -> train::Result<()> {
+        let states = state.as_array().filter(|a| a.len() == self.tasks.len()).ok_or_else(|| {
+            train::Error::Other(format!("data state {state} is not one entry per task ({})", self.tasks.len()))
+        })?;
+        for ((_, t), s) in self.tasks.iter_mut().zip(states) {
+            t.restore_data_state(s)?;
+        }
+        Ok(())
+    }
 }

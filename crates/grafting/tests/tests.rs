@@ -258,4 +258,26 @@ fn few_shot_fine_tuning_of_minilm_moves_only_the_layers_and_fits_the_training_se
     assert_eq!(weights_under(&model.encoder.params, "embeddings"), embeddings, "embeddings stay frozen");
     assert_ne!(weights_under(&model.encoder.params, "encoder.layer"), layers);
     assert!(before.accuracy >= 0.5, "the pretrained cosine head classifies these: {}", before.accuracy);
+
+    // Two tasks on one encoder: one batch of each per step; the data position is one entry per task.
+    use strata_grafting::model::MultitaskObjective;
+    use train::Objective;
+    let subj_head =
+        PromptHead::new(&model.encoder, &model.tokenizer, &["It is a fact.".into(), "It is an opinion.".into()], 20.0)
+            .unwrap();
+    let subj = Classifier { head: subj_head, ..model.clone() };
+    let a = FinetuneObjective::new(model.clone(), train.clone(), 2, 1, 0.0).unwrap();
+    let b = FinetuneObjective::new(subj, train.clone(), 2, 2, 0.0).unwrap();
+    let mut multi = MultitaskObjective::new(vec![("sst2".into(), a), ("subj".into(), b)]).unwrap();
+    let loss = multi.train_loss(0, &mut tensor::seeded(0)).unwrap();
+    assert!(loss.item().is_finite());
+    let state = multi.data_state();
+    assert_eq!(state, serde_json::json!([{"drawn": 1}, {"drawn": 1}]));
+    assert!(multi.restore_data_state(&serde_json::json!([{"drawn": 3}])).is_err());
+    multi.restore_data_state(&serde_json::json!([{"drawn": 3}, {"drawn": 4}])).unwrap();
+    // A classifier on another encoder cannot join.
+    let other = Classifier { encoder: model.encoder.deep_copy(), ..model.clone() };
+    let c = FinetuneObjective::new(model.clone(), train.clone(), 2, 1, 0.0).unwrap();
+    let d = FinetuneObjective::new(other, train, 2, 1, 0.0).unwrap();
+    assert!(MultitaskObjective::new(vec![("a".into(), c), ("b".into(), d)]).is_err());
 }
