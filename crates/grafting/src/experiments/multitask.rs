@@ -348,13 +348,19 @@ fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
 fn claims(report: &mut Report, cfg: &MultitaskConfig, accuracy: &[AccuracyRow], overlaps: &[OverlapRow]) {
     let different = mean(overlaps.iter().filter(|o| o.task_a != o.task_b && o.seed_a == o.seed_b).map(|o| o.overlap));
     let same = mean(overlaps.iter().filter(|o| o.task_a == o.task_b).map(|o| o.overlap));
+    // The same-task overlaps differ from task to task; a difference inside their range is not a finding.
+    let same_values: Vec<f64> = overlaps.iter().filter(|o| o.task_a == o.task_b).map(|o| o.overlap).collect();
+    let spread = same_values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        - same_values.iter().copied().fold(f64::INFINITY, f64::min);
     report.metric("mean_overlap_different_tasks_same_seed", different);
     report.metric("mean_overlap_same_task_across_seeds", same);
+    report.metric("same_task_overlap_spread", spread);
     report.check(
         "regions-of-different-tasks-overlap-less",
         "regions of different tasks (same model) overlap less than regions of the same task across seeds",
-        "mean overlap(different tasks) - mean overlap(same task, other seed)",
-        different - same,
+        "mean overlap(different tasks) - mean overlap(same task, other seed); not measured when its size is \
+         within the spread (max - min) of the same-task overlaps",
+        if (different - same).abs() > spread { different - same } else { f64::NAN },
         Check::Below(0.0),
     );
     let acc = |task: &str, model: &str| {
