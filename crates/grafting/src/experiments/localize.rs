@@ -58,6 +58,23 @@ pub struct LocalizeConfig {
     pub sparsity_limit: f64,
 }
 
+impl FinetuneRun {
+    /// The trainer's config for this run: constant learning rate, no clipping, no evaluations or checkpoints.
+    pub fn train_config(&self, seed: u64) -> TrainConfig {
+        TrainConfig {
+            steps: self.steps,
+            optimizer: self.optimizer.clone(),
+            schedule: Schedule::Constant,
+            grad_clip: None,
+            eval_interval: 0,
+            checkpoint_interval: 0,
+            log_interval: self.steps.max(1),
+            seed,
+            progress: false,
+        }
+    }
+}
+
 fn sgd(steps: u64, batch: usize) -> FinetuneRun {
     let optimizer = SgdConfig { lr: 1e-3, ..SgdConfig::default() }.into();
     FinetuneRun { name: "sgd".into(), optimizer, steps, batch, l1: 0.0 }
@@ -243,17 +260,7 @@ fn localize_one(
 ) -> Result<(Vec<Row>, Vec<serde_json::Value>)> {
     let pre: Weights = model.region_weights();
     model.encoder.params.set_trainable("embeddings", false);
-    let train_cfg = TrainConfig {
-        steps: run.steps,
-        optimizer: run.optimizer.clone(),
-        schedule: Schedule::Constant,
-        grad_clip: None,
-        eval_interval: 0,
-        checkpoint_interval: 0,
-        log_interval: run.steps.max(1),
-        seed,
-        progress: false,
-    };
+    let train_cfg = run.train_config(seed);
     let objective = FinetuneObjective::new(model.clone(), train.to_vec(), run.batch, seed, run.l1)?;
     let mut trainer = Trainer::new(train_cfg, objective, None)?;
     trainer.run()?;

@@ -5,8 +5,7 @@
 
 use report::{Check, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
-use tensor::Schedule;
-use train::{TrainConfig, Trainer};
+use train::Trainer;
 
 use crate::experiments::localize::FinetuneRun;
 use crate::mask::{Mask, Weights, set_weights};
@@ -268,18 +267,7 @@ impl Experiment for Multitask {
                     Ok((cfg.tasks[i].dataset.clone(), o))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let train_cfg = TrainConfig {
-                steps: cfg.finetune.steps,
-                optimizer: cfg.finetune.optimizer.clone(),
-                schedule: Schedule::Constant,
-                grad_clip: None,
-                eval_interval: 0,
-                checkpoint_interval: 0,
-                log_interval: cfg.finetune.steps.max(1),
-                seed,
-                progress: false,
-            };
-            Trainer::new(train_cfg, MultitaskObjective::new(objectives)?, None)?.run()?;
+            Trainer::new(cfg.finetune.train_config(seed), MultitaskObjective::new(objectives)?, None)?.run()?;
             let ft: Weights = classifier(0).region_weights();
             for (i, (_, test, _)) in sets.iter().enumerate() {
                 record(i, "fine-tuned", classifier(i).evaluate(test, cfg.eval_batch)?.accuracy);
