@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use data::hf::{EncodedBatch, HfTokenizer};
 use data::text::Labelled;
 use serde::{Deserialize, Serialize};
-use tensor::ndarray::{Array2, ArrayD, Axis};
+use tensor::ndarray::{Array1, Array2, ArrayD, Axis};
 use tensor::{Params, Rng, Tensor, no_grad};
 use train::Objective;
 use transformer::{Encoder, mean_pool};
@@ -25,16 +25,32 @@ use crate::{Error, Result};
 /// Parameters a grafting region ranges over (the transformer layers; embeddings and head excluded, as in P8).
 pub const REGION_PREFIX: &str = "encoder.layer";
 
-/// The cosine head: class descriptions embedded once by the pretrained encoder, then fixed.
+/// How a head's class weights are chosen (none of them is trained with the encoder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum HeadKind {
+    /// The default: `scale * cosine(pooled, e_c)` with `e_c` the pretrained embedding of class c's description.
+    #[default]
+    Cosine,
+    /// A multinomial logistic regression on the pretrained encoder's unit pooled embeddings of the few-shot set
+    /// (L2 penalty `l2`, `steps` full-batch gradient steps in f64), then frozen.
+    LinearProbe { l2: f64, steps: usize },
+}
+
+/// A parameter-free head: `logits = scale * unit(pooled) . W^T + b`, fixed before fine-tuning. The cosine head
+/// has unit description embeddings as `W` and no bias; a linear probe fits `W` and `b` on frozen features.
 #[derive(Debug, Clone)]
 pub struct PromptHead {
+    pub kind: HeadKind,
     pub descriptions: Vec<String>,
-    /// `[classes, hidden]`, unit rows.
-    pub class_embeddings: Array2<f32>,
+    /// `[classes, hidden]` (unit rows for the cosine head).
+    pub class_weights: Array2<f32>,
+    pub bias: Array1<f32>,
     pub scale: f32,
 }
 
 impl PromptHead {
+    /// The cosine head over the pretrained embeddings of `descriptions`.
     pub fn new(enc: &Encoder<f32>, tok: &HfTokenizer, descriptions: &[String], scale: f32) -> Result<PromptHead> {
         if descriptions.len() < 2 || !(scale > 0.0 && scale.is_finite()) {
             return Err(Error::Config(format!(
@@ -45,8 +61,93 @@ impl PromptHead {
         let texts: Vec<&str> = descriptions.iter().map(String::as_str).collect();
         let batch = tok.encode_batch(&texts, true, data::hf::MINILM_MAX_LEN)?;
         let e = enc.embed(&batch)?;
-        let class_embeddings = e.into_dimensionality().map_err(|e| Error::Config(e.to_string()))?;
-        Ok(PromptHead { descriptions: descriptions.to_vec(), class_embeddings, scale })
+        let class_weights: Array2<f32> = e.into_dimensionality().map_err(|e| Error::Config(e.to_string()))?;
+        let bias = Array1::zeros(class_weights.nrows());
+        Ok(PromptHead { kind: HeadKind::Cosine, descriptions: descriptions.to_vec(), class_weights, bias, scale })
+    }
+
+    /// A linear probe fitted on `features` (`[n, hidden]`, unit rows: the pretrained encoder's embeddings of the
+    /// training sentences) and their `labels`: multinomial logistic regression with `l2 * ||W||^2 / 2`, plain
+    /// gradient descent from zero in f64 (deterministic; step 1, stable because the features have unit norm).
+    pub fn linear_probe(
+        features: &Array2<f32>,
+        labels: &[usize],
+        classes: usize,
+        l2: f64,
+        steps: usize,
+    ) -> Result<PromptHead> {
+        let (n, hidden) = features.dim();
+        if n == 0 || n != labels.len() || classes < 2 || labels.iter().any(|&l| l >= classes) {
+            return Err(Error::Config(format!(
+                "a linear probe needs one label in 0..{classes} per feature row ({n} rows, {} labels)",
+                labels.len()
+            )));
+        }
+        if !(l2 >= 0.0 && l2.is_finite()) || steps == 0 {
+            return Err(Error::Config(format!("probe l2 ({l2}) must be >= 0 and steps ({steps}) positive")));
+        }
+        if features.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Config("a probe feature is not finite".into()));
+        }
+        let x = features.mapv(f64::from);
+        let mut w = Array2::<f64>::zeros((classes, hidden));
+        let mut b = Array1::<f64>::zeros(classes);
+        let lr = 1.0 / (1.0 + l2);
+        for _ in 0..steps {
+            let mut logits = x.dot(&w.t()) + &b;
+            for mut row in logits.rows_mut() {
+                let m = row.fold(f64::NEG_INFINITY, |a, &v| a.max(v));
+                row.mapv_inplace(|v| (v - m).exp());
+                let z = row.sum();
+                row.mapv_inplace(|v| v / z);
+            }
+            for (mut row, &l) in logits.rows_mut().into_iter().zip(labels) {
+                row[l] -= 1.0;
+            }
+            let residual = logits / n as f64;
+            let gw = residual.t().dot(&x) + &(&w * l2);
+            let gb = residual.sum_axis(Axis(0));
+            w.scaled_add(-lr, &gw);
+            b.scaled_add(-lr, &gb);
+        }
+        Ok(PromptHead {
+            kind: HeadKind::LinearProbe { l2, steps },
+            descriptions: Vec::new(),
+            class_weights: w.mapv(|v| v as f32),
+            bias: b.mapv(|v| v as f32),
+            scale: 1.0,
+        })
+    }
+
+    /// Builds the head `kind` asks for; a probe is fitted on `train` embedded by `enc`.
+    pub fn build(
+        kind: &HeadKind,
+        enc: &Encoder<f32>,
+        tok: &HfTokenizer,
+        descriptions: &[String],
+        scale: f32,
+        train: &[Labelled],
+        max_len: usize,
+    ) -> Result<PromptHead> {
+        match kind {
+            HeadKind::Cosine => PromptHead::new(enc, tok, descriptions, scale),
+            HeadKind::LinearProbe { l2, steps } => {
+                let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
+                let mut features = Array2::<f32>::zeros((texts.len(), enc.config.hidden_size));
+                for (chunk, mut rows) in texts.chunks(32).zip(features.axis_chunks_iter_mut(Axis(0), 32)) {
+                    let e = enc.embed(&tok.encode_batch(chunk, true, max_len)?)?;
+                    rows.assign(
+                        &e.into_dimensionality::<tensor::ndarray::Ix2>().map_err(|e| Error::Config(e.to_string()))?,
+                    );
+                }
+                let labels: Vec<usize> = train.iter().map(|e| e.label as usize).collect();
+                PromptHead::linear_probe(&features, &labels, descriptions.len(), *l2, *steps)
+            }
+        }
+    }
+
+    pub fn classes(&self) -> usize {
+        self.class_weights.nrows()
     }
 
     /// Logits `[batch, classes]` from hidden states `[batch, t, hidden]`.
@@ -54,8 +155,13 @@ impl PromptHead {
         let pooled = mean_pool(h, mask);
         let norm = pooled.square().sum(&[1], true).add_scalar(1e-12).sqrt();
         let unit = pooled.div(&norm);
-        let e = Tensor::new(self.class_embeddings.t().to_owned().into_dyn());
-        unit.matmul(&e).mul_scalar(self.scale)
+        let w = Tensor::new(self.class_weights.t().to_owned().into_dyn());
+        let logits = unit.matmul(&w).mul_scalar(self.scale);
+        if self.bias.iter().all(|&v| v == 0.0) {
+            logits
+        } else {
+            logits.add(&Tensor::new(self.bias.clone().insert_axis(Axis(0)).into_dyn()))
+        }
     }
 }
 
@@ -88,7 +194,7 @@ impl Classifier {
 
     /// Class probabilities `[n, classes]`, in batches of `batch`, without gradients.
     pub fn probabilities(&self, texts: &[&str], batch: usize) -> Result<Array2<f32>> {
-        let classes = self.head.class_embeddings.nrows();
+        let classes = self.head.classes();
         let mut out = Array2::<f32>::zeros((texts.len(), classes));
         for (chunk, rows) in texts.chunks(batch.max(1)).zip(out.axis_chunks_iter_mut(Axis(0), batch.max(1))) {
             let enc = self.encode(chunk)?;
@@ -127,6 +233,9 @@ pub struct Evaluation {
     /// Per example, whether the top class was right (kept out of reports; paired comparisons use it).
     #[serde(skip)]
     pub correct: Vec<bool>,
+    /// Per example, the top class's probability (kept out of reports; paired ECE intervals use it).
+    #[serde(skip)]
+    pub confidence: Vec<f64>,
 }
 
 impl Evaluation {
@@ -153,6 +262,7 @@ impl Evaluation {
             mean_confidence: confidence.iter().sum::<f64>() / confidence.len() as f64,
             bins: cal.bins,
             correct,
+            confidence,
         })
     }
 }

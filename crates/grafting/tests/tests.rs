@@ -281,3 +281,54 @@ fn few_shot_fine_tuning_of_minilm_moves_only_the_layers_and_fits_the_training_se
     let d = FinetuneObjective::new(other, train, 2, 1, 0.0).unwrap();
     assert!(MultitaskObjective::new(vec![("a".into(), c), ("b".into(), d)]).is_err());
 }
+
+#[test]
+fn a_linear_probe_is_the_optimum_of_l2_regularised_logistic_regression_and_bad_inputs_are_errors() {
+    use strata_grafting::model::PromptHead;
+    let (n, hidden, classes, l2) = (12, 5, 3, 0.1);
+    let mut x: Array2<f32> =
+        tensor::normal::<f32>(&[n, hidden], 0.0, 1.0, &mut tensor::seeded(3)).into_dimensionality().unwrap();
+    for mut row in x.rows_mut() {
+        let norm = row.dot(&row).sqrt();
+        row.mapv_inplace(|v| v / norm);
+    }
+    let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+    let probe = PromptHead::linear_probe(&x, &labels, classes, l2, 4000).unwrap();
+    // The objective, written out independently: mean cross-entropy + l2/2 ||W||^2 (bias not penalised).
+    let objective = |w: &[f64], b: &[f64]| -> f64 {
+        let mut total = 0.0;
+        for (i, &label) in labels.iter().enumerate() {
+            let logits: Vec<f64> = (0..classes)
+                .map(|c| (0..hidden).map(|j| w[c * hidden + j] * x[[i, j]] as f64).sum::<f64>() + b[c])
+                .collect();
+            let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = m + logits.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            total += lse - logits[label];
+        }
+        total / n as f64 + 0.5 * l2 * w.iter().map(|v| v * v).sum::<f64>()
+    };
+    let w: Vec<f64> = probe.class_weights.iter().map(|&v| v as f64).collect();
+    let b: Vec<f64> = probe.bias.iter().map(|&v| v as f64).collect();
+    let at = objective(&w, &b);
+    let h = 1e-4;
+    for k in 0..w.len() + b.len() {
+        let (mut wp, mut bp, mut wm, mut bm) = (w.clone(), b.clone(), w.clone(), b.clone());
+        if k < w.len() {
+            wp[k] += h;
+            wm[k] -= h;
+        } else {
+            bp[k - w.len()] += h;
+            bm[k - w.len()] -= h;
+        }
+        let slope = (objective(&wp, &bp) - objective(&wm, &bm)) / (2.0 * h);
+        assert!(slope.abs() < 1e-3, "coordinate {k}: the objective's slope is {slope} at the probe");
+        assert!(objective(&wp, &bp) >= at - 1e-9 && objective(&wm, &bm) >= at - 1e-9);
+    }
+    assert_eq!(probe.classes(), classes);
+    assert!(PromptHead::linear_probe(&x, &labels[..3], classes, l2, 10).is_err(), "labels per row");
+    assert!(PromptHead::linear_probe(&x, &vec![5; n], classes, l2, 10).is_err(), "label out of range");
+    assert!(PromptHead::linear_probe(&x, &labels, classes, -1.0, 10).is_err(), "negative l2");
+    let mut nan = x.clone();
+    nan[[0, 0]] = f32::NAN;
+    assert!(PromptHead::linear_probe(&nan, &labels, classes, l2, 10).is_err(), "non-finite features");
+}

@@ -45,6 +45,7 @@ mod error;
 pub mod experiments;
 mod kernel;
 pub mod model;
+pub mod optimum;
 pub mod task;
 pub mod theory;
 

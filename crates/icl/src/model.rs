@@ -144,6 +144,31 @@ impl<F: Float> LsaModel<F> {
             .to_f64_lossy()
     }
 
+    /// Adds `steps[l] * I` to the `A` block of every restricted or feature-update layer (a looped model takes
+    /// `steps[0]`): the model starts as GD with these step sizes (plus its small random weights), instead of
+    /// near zero. Deep restricted models need per-layer steps up to ~10x the inverse spectrum top, which a
+    /// small initialisation and a small learning rate do not reach (issue 24).
+    pub fn add_scalar_steps(&self, steps: &[f64]) -> Result<()> {
+        if steps.len() != self.layers.len() || steps.iter().any(|s| !s.is_finite()) {
+            return Err(invalid(format!("{} finite steps for {} layers", steps.len(), self.layers.len())));
+        }
+        for (layer, &step) in self.layers.iter().zip(steps) {
+            let a = match layer {
+                LayerVars::Restricted { a, .. } | LayerVars::FeatureUpdate { a, .. } => a,
+                LayerVars::Unrestricted { .. } => {
+                    return Err(invalid("scalar steps initialise restricted or feature-update layers only"));
+                }
+            };
+            let mut value = a.value();
+            let d = value.shape()[0];
+            for i in 0..d {
+                value[[i, i]] += F::of(step);
+            }
+            a.set(value);
+        }
+        Ok(())
+    }
+
     /// `A` and `u` of a restricted layer (`None` for the other parameterizations).
     pub fn restricted_weights(&self, layer: usize) -> Option<(ArrayD<F>, ArrayD<F>)> {
         match self.layers.get(layer)? {
@@ -204,12 +229,24 @@ pub struct TrainConfig {
     pub validate_every: usize,
     #[serde(default)]
     pub validation_prompts: usize,
+    /// Cosine decay of the learning rate from `lr` to this over the run (`None`: constant).
+    #[serde(default)]
+    pub final_lr: Option<f64>,
 }
 
 impl TrainConfig {
     /// Adam at `lr` with clipping at 1 and no curriculum or validation.
     pub fn new(steps: usize, batch: usize, lr: f64) -> Self {
-        TrainConfig { steps, batch, lr, clip: Some(1.0), curriculum: 0.0, validate_every: 0, validation_prompts: 0 }
+        TrainConfig {
+            steps,
+            batch,
+            lr,
+            clip: Some(1.0),
+            curriculum: 0.0,
+            validate_every: 0,
+            validation_prompts: 0,
+            final_lr: None,
+        }
     }
 }
 
@@ -232,6 +269,9 @@ pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig
     }
     if cfg.batch == 0 || !(cfg.lr.is_finite() && cfg.lr > 0.0) {
         return Err(invalid(format!("batch {} and lr {} must be positive", cfg.batch, cfg.lr)));
+    }
+    if cfg.final_lr.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= cfg.lr)) {
+        return Err(invalid(format!("final_lr {:?} must be in (0, lr = {}]", cfg.final_lr, cfg.lr)));
     }
     if cfg.validate_every > 0 && cfg.validation_prompts == 0 {
         return Err(invalid("validate_every > 0 needs validation_prompts > 0"));
@@ -256,6 +296,10 @@ pub fn train<F: Float>(model: &LsaModel<F>, task: &TaskConfig, cfg: &TrainConfig
     let mut log = TrainLog { losses: Vec::with_capacity(cfg.steps), ..TrainLog::default() };
     let mut best = None;
     for step in 0..cfg.steps {
+        if let Some(last) = cfg.final_lr {
+            let progress = step as f64 / cfg.steps.max(2).saturating_sub(1) as f64;
+            opt.set_lr(last + 0.5 * (cfg.lr - last) * (1.0 + (std::f64::consts::PI * progress).cos()));
+        }
         let prompts = sample(task, cfg.batch, rng)?;
         let ramp = (cfg.curriculum * cfg.steps as f64).max(1.0);
         let depth = if model.config.looped && cfg.curriculum > 0.0 {

@@ -1,6 +1,8 @@
 //! strata-icl: closed forms against independent computations, the models against the closed forms,
 //! gradient checks, a short training run, and bad configs.
 
+mod optimum;
+
 use strata_icl::model::{LsaModel, ModelConfig, Parameterization, TrainConfig, train};
 use strata_icl::task::{Covariance, Shift, TaskConfig, WeightPrior, haar_orthogonal, sample};
 use strata_icl::theory::*;
@@ -368,4 +370,33 @@ fn rotation_shift() {
     assert!(sample(&TaskConfig { shift: bad, ..base.clone() }, 2, &mut seeded(0)).is_err());
     let one_d = TaskConfig { shift: Shift::Rotate { angle: 1.0, seed: 0 }, ..TaskConfig::isotropic(1, 4) };
     assert!(sample(&one_d, 2, &mut seeded(0)).is_err(), "no plane to rotate in d = 1");
+}
+
+#[test]
+fn scalar_step_initialisation_is_gd_with_those_steps_and_is_checked() {
+    let (d, n) = (3, 10);
+    let task = TaskConfig { covariance: Covariance::RandomCondition { kappa: 10.0 }, ..TaskConfig::isotropic(d, n) };
+    let prompts = sample(&task, 5, &mut seeded(4)).unwrap();
+    for par in [Parameterization::Restricted, Parameterization::FeatureUpdate] {
+        let steps = [0.7, 2.5, 6.0];
+        let cfg = ModelConfig { d, depth: 3, looped: false, parameterization: par, init_std: 0.0 };
+        let model = LsaModel::<f64>::new(&cfg, &Params::new(), &mut seeded(0)).unwrap();
+        model.add_scalar_steps(&steps).unwrap();
+        let pred = no_grad(|| model.predict(&prompts.tokens::<f64>(), 3)).to_vec();
+        let preconds: Vec<Array2<f64>> = steps.iter().map(|s| Array2::eye(d) * *s).collect();
+        for (b, p) in pred.iter().enumerate() {
+            let (x, y, xq) = prompts.prompt(b);
+            let gd = gd_predict(&preconds, &x, &y, &xq);
+            assert!((p - gd).abs() < 1e-9 * gd.abs().max(1.0), "{par:?} prompt {b}: {p} vs {gd}");
+        }
+        assert!(model.add_scalar_steps(&[1.0]).is_err(), "one step per layer");
+        assert!(model.add_scalar_steps(&[1.0, f64::NAN, 1.0]).is_err());
+    }
+    let cfg =
+        ModelConfig { d, depth: 2, looped: false, parameterization: Parameterization::Unrestricted, init_std: 0.0 };
+    let model = LsaModel::<f64>::new(&cfg, &Params::new(), &mut seeded(0)).unwrap();
+    assert!(model.add_scalar_steps(&[1.0, 1.0]).is_err(), "unrestricted layers have no A block");
+    // A cosine schedule must end at or below the starting rate.
+    let bad = TrainConfig { final_lr: Some(1.0), ..TrainConfig::new(10, 8, 0.01) };
+    assert!(train(&model, &task, &bad, &mut seeded(1)).is_err());
 }

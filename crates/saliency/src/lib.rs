@@ -32,14 +32,15 @@
 //! magnitudes), because every metric here ranks pixels.
 
 pub mod experiments;
+pub mod intrinsic;
 mod methods;
 mod metrics;
 mod model;
 pub mod synthetic;
 
 pub use methods::{
-    GradCam, GradientXInput, IntegratedGradients, MaskOptimisation, Occlusion, SaliencyMethod, SmoothGrad,
-    VanillaGradient, input_gradient,
+    DataTerm, GradCam, GradientXInput, IntegratedGradients, MaskFill, MaskOptimisation, Occlusion, SaliencyMethod,
+    SimpleMask, SmoothGrad, VanillaGradient, input_gradient,
 };
 pub use metrics::{
     Completeness, Deletion, Insertion, LabelSensitivity, MetricInput, MetricResult, RelevanceMassAccuracy,

@@ -359,3 +359,114 @@ proptest! {
         prop_assert!((g_one - (n as f64 - 1.0) / n as f64).abs() < 1e-6);
     }
 }
+
+/// Three classes on a 1 x 4 x 4 image; class c's evidence is the sum of the pixels in its region (pixel 0 for
+/// class 0, pixel 1 for class 1, none for class 2), times 8.
+fn region_classifier() -> LinearClassifier {
+    let mut w = ArrayD::<f32>::zeros(IxDyn(&[3, 16]));
+    w[[0, 0]] = 8.0;
+    w[[1, 1]] = 8.0;
+    LinearClassifier { w, b: ArrayD::zeros(IxDyn(&[3])), shape: [1, 4, 4] }
+}
+
+/// A map ranking `first` highest and `last` lowest, the other pixels in index order.
+fn map_ranking(first: usize, last: usize) -> ArrayD<f32> {
+    let mut m = ArrayD::<f32>::from_shape_fn(IxDyn(&[1, 4, 4]), |ix| -((ix[1] * 4 + ix[2]) as f32));
+    m[[0, first / 4, first % 4]] = 100.0;
+    m[[0, last / 4, last % 4]] = -100.0;
+    m
+}
+
+#[test]
+fn intrinsic_scores_reward_kept_evidence_and_catch_manufactured_evidence() {
+    use strata_saliency::intrinsic::{Aggregates, IntrinsicScores, completeness_ratio, soundness_ratio};
+    assert_eq!(completeness_ratio(0.05, 0.5, 0.1), 0.2, "the floor applies to the AUC");
+    assert_eq!(completeness_ratio(0.9, 0.5, 0.1), 1.0);
+    assert_eq!(soundness_ratio(0.5, 0.01, 0.1), 0.2, "the floor applies to the clean probability");
+    assert_eq!(soundness_ratio(0.0, 0.0, 0.1), 1.0);
+    let model = region_classifier();
+    // Strong evidence for class 0 and a little for class 1.
+    let mut image = ArrayD::<f32>::zeros(IxDyn(&[1, 1, 4, 4]));
+    image[[0, 0, 0, 0]] = 1.0;
+    image[[0, 0, 0, 1]] = 0.4;
+    // 16 levels: the first keeps exactly one pixel.
+    let scorer = IntrinsicScores { levels: 16, ..IntrinsicScores::p9(Replacement::zero()) };
+    // Label 0's map keeps exactly its evidence first; label 1's map keeps pixel 1 first and pixel 0 last (class
+    // 1's weak evidence alone, which with class 0's evidence removed makes class 1 the answer at every level but
+    // the last); label 2's map keeps pixel 0 first (honest: no evidence for class 2 anywhere).
+    let maps = vec![map_ranking(0, 15), map_ranking(1, 0), map_ranking(0, 15)];
+    let scores = scorer.score(&model, &image, &maps).unwrap();
+    let s = &scores[0];
+    assert_eq!((s.prediction, s.runner_up), (0, 1));
+    assert!((s.completeness[0] - 1.0).abs() < 1e-9, "a map keeping exactly a's evidence is complete: {s:?}");
+    assert!(s.soundness[1] < 0.5, "keeping only the wrong label's weak evidence manufactures it: {s:?}");
+    assert!(s.soundness[2] > 0.99, "{s:?}");
+    // The AUC is the plain mean over the even grid: label 1's masked probability is the same at every level
+    // until pixel 0 comes back at the last, so its AUC is (15 p(pixel 1 alone) + p(clean)) / 16.
+    let softmax = |e: [f32; 3]| {
+        let z: f32 = e.iter().map(|v| v.exp()).sum();
+        e.map(|v| (v.exp() / z) as f64)
+    };
+    let (alone, clean) = (softmax([0.0, 3.2, 0.0])[1], softmax([8.0, 3.2, 0.0])[1]);
+    let expected = (15.0 * alone + clean) / 16.0;
+    assert!((s.auc[1] - expected).abs() < 1e-5, "{} vs {expected}", s.auc[1]);
+    let agg = Aggregates::all(&scores);
+    assert_eq!(agg.images, 1);
+    assert!((agg.worst_soundness - s.soundness[1]).abs() < 1e-12);
+    assert!((agg.runner_up_soundness - s.soundness[1]).abs() < 1e-12);
+    assert!((agg.mean_soundness - (s.soundness[1] + s.soundness[2]) / 2.0).abs() < 1e-12);
+    assert!(Aggregates::of(&scores, |_| false).completeness.is_nan());
+    // Wrong inputs are errors.
+    assert!(scorer.score(&model, &image, &maps[..2]).is_err(), "one map per label");
+    assert!(IntrinsicScores { levels: 0, ..scorer.clone() }.score(&model, &image, &maps).is_err());
+    let mut nan = maps.clone();
+    nan[0][[0, 0, 0]] = f32::NAN;
+    assert!(scorer.score(&model, &image, &nan).is_err());
+}
+
+#[test]
+fn maps_for_every_label_batch_the_labels_and_keep_each_labels_maps() {
+    use strata_saliency::intrinsic::maps_for_every_label;
+    let model = LinearClassifier::new(3, [1, 4, 4], 7);
+    let x = images(2, [1, 4, 4], 8);
+    let method = GradientXInput::default();
+    let all = maps_for_every_label(&method, &model, &x).unwrap();
+    assert_eq!(all.len(), 3);
+    for (a, maps) in all.iter().enumerate() {
+        let direct = method.attribute(&model, &x, &[a, a]).unwrap();
+        assert!(close(maps, &direct, 1e-6), "label {a}");
+    }
+}
+
+#[test]
+fn the_simple_mask_finds_the_evidence_with_image_fills_and_both_data_terms() {
+    let model = region_classifier();
+    let mut image = ArrayD::<f32>::zeros(IxDyn(&[1, 1, 4, 4]));
+    image[[0, 0, 0, 0]] = 1.0;
+    let pool = Arc::new(images(8, [1, 4, 4], 3).mapv(|v| v * 0.1));
+    for data_term in [DataTerm::LogProbability, DataTerm::BoundedCrossEntropy] {
+        for scale in [1, 2] {
+            let method = SimpleMask {
+                steps: 150,
+                lr: 0.1,
+                l1: 0.05,
+                tv: 0.0,
+                scale,
+                fill: MaskFill::Images { pool: pool.clone(), per_step: 3 },
+                data_term,
+                seed: 1,
+                max_batch: 4,
+            };
+            let m = method.attribute(&model, &image, &[0]).unwrap();
+            let top = m.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a }).0;
+            // With a 2-px cell the evidence pixel's whole cell rises together (pixels 0, 1, 4, 5).
+            let cell: &[usize] = if scale == 1 { &[0] } else { &[0, 1, 4, 5] };
+            assert!(cell.contains(&top), "{data_term:?} cell {scale}: top pixel {top}, mask {m:?}");
+            assert!(m[[0, 3, 3]] < m[[0, 0, 0]]);
+        }
+    }
+    let bad = SimpleMask { steps: 0, ..SimpleMask::p9(4, 4, MaskFill::Replacement(Replacement::zero()), 10) };
+    assert!(bad.attribute(&model, &image, &[0]).is_err());
+    let wrong_pool = SimpleMask::p9(4, 4, MaskFill::Images { pool: Arc::new(images(2, [1, 5, 5], 1)), per_step: 2 }, 5);
+    assert!(wrong_pool.attribute(&model, &image, &[0]).is_err(), "fill images of another size");
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::p1::{FAMILIES, P1Task, P1Training, validate};
 use super::{eval_mse, norm_factor};
+use crate::optimum::{best_looped_step, best_polynomial, draw_prompt_spectra};
 use crate::task::{WeightPrior, sample};
 use crate::theory::{chebyshev_rate, newton_schulz_rate};
 use crate::{Error, Result};
@@ -25,6 +26,26 @@ pub struct DepthVsKappaConfig {
     /// A family "solves" the task at the smallest depth whose normalised loss (MSE / E[y_q^2], 1 = predicting
     /// zero) is at most this.
     pub loss_target: f64,
+    /// Prompts whose exact losses define the restricted families' optimum (fitted on one draw of this many,
+    /// reported on another).
+    #[serde(default = "default_optimum_prompts")]
+    pub optimum_prompts: usize,
+    /// "Reaches the optimum": trained loss at most this factor times the family's optimum ...
+    #[serde(default = "default_optimum_factor")]
+    pub optimum_factor: f64,
+    /// ... or both below this normalised loss (the project's floor for "solved either way").
+    #[serde(default = "default_optimum_floor")]
+    pub optimum_floor: f64,
+}
+
+fn default_optimum_prompts() -> usize {
+    20_000
+}
+fn default_optimum_factor() -> f64 {
+    1.2
+}
+fn default_optimum_floor() -> f64 {
+    0.01
 }
 
 impl Presets for DepthVsKappaConfig {
@@ -36,6 +57,9 @@ impl Presets for DepthVsKappaConfig {
             training: P1Training::smoke(),
             eval_prompts: 200,
             loss_target: 0.2,
+            optimum_prompts: 300,
+            optimum_factor: default_optimum_factor(),
+            optimum_floor: default_optimum_floor(),
         }
     }
     fn quick() -> Self {
@@ -46,6 +70,9 @@ impl Presets for DepthVsKappaConfig {
             training: P1Training::quick(),
             eval_prompts: 3000,
             loss_target: 0.2,
+            optimum_prompts: default_optimum_prompts(),
+            optimum_factor: default_optimum_factor(),
+            optimum_floor: default_optimum_floor(),
         }
     }
     fn full() -> Self {
@@ -54,6 +81,7 @@ impl Presets for DepthVsKappaConfig {
             depths: vec![1, 2, 4, 6, 8, 12],
             training: P1Training::full(),
             eval_prompts: 10000,
+            optimum_prompts: 40_000,
             ..Self::quick()
         }
     }
@@ -77,11 +105,19 @@ impl Experiment for DepthVsKappa {
         }
         let mut report = Report::new(ctx, cfg);
         report.note(format!("P1 setting (check): per-prompt Sigma = U diag(lambda) U^T, U Haar, lambda log-uniform in [1/kappa, 1] with both ends pinned (condition number kappa; top scaled to 1 to keep the cubic layers trainable). Weight prior: {:?}. With P1's w* ~ N(0, I) the eigen-directions near 1/kappa carry about 1/kappa of the label variance, so the normalised loss falls as kappa grows (measured in a first run); w* ~ N(0, Sigma^-1) gives every direction the same share, so the loss measures the residual polynomial over the whole spectrum, as the depth bounds do. Losses are normalised by E[y_q^2] (1 = predicting zero).", cfg.task.prior));
+        if cfg.optimum_prompts == 0 || !(cfg.optimum_factor >= 1.0) || !(cfg.optimum_floor >= 0.0) {
+            return Err(crate::error::invalid("optimum_prompts > 0, optimum_factor >= 1, optimum_floor >= 0"));
+        }
+        let optima = optima(ctx, cfg)?;
+        report.metric("optima", &optima);
+        report.note(format!("Optimum (`strata_icl::optimum`, computed without training): for the restricted families with u = 0 and A_l = eta_l I, the exact loss given each prompt's Sigma and X is quadratic in the residual polynomial's values; the best degree-L polynomial (multilayer) is one linear solve over {} prompts, the best single step (looped) a 1-D search; both are reported on another {} prompts. Multilayer steps are listed when the polynomial's roots are real (then the family reaches it). Feature-update and unrestricted models contain the restricted ones, so for them the restricted optimum is an upper bound on their own. Chebyshev and Newton-Schulz curves are population rates for the spectrum [1/kappa, 1]; the sample covariance's spectrum is wider at finite n. Losses are divided by the population E[y_q^2] (exact).", cfg.optimum_prompts, cfg.optimum_prompts));
         let (rows, retries) = measure(ctx, cfg)?;
         report.metric("rows", &rows);
         report.metric("divergence_retries", &retries);
-        claims(&mut report, cfg, &rows);
-        figures(ctx, &mut report, cfg, &rows)?;
+        let ratios = ratios(&rows, &optima);
+        report.metric("trained_over_optimum", &ratios);
+        claims(&mut report, cfg, &rows, &optima, &ratios);
+        figures(ctx, &mut report, cfg, &rows, &optima)?;
         Ok(report)
     }
 }
@@ -95,6 +131,72 @@ pub struct DepthRow {
     pub loss: Option<f64>,
 }
 
+/// The restricted families' best normalised loss at one kappa and depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimumRow {
+    pub kappa: f64,
+    pub depth: usize,
+    pub multilayer: f64,
+    /// GD step sizes that realise the multilayer optimum (`None`: its polynomial has complex roots, outside the
+    /// family of scalar steps).
+    pub multilayer_steps: Option<Vec<f64>>,
+    pub looped: f64,
+    pub looped_step: f64,
+}
+
+fn optima(ctx: &RunCtx, cfg: &DepthVsKappaConfig) -> Result<Vec<OptimumRow>> {
+    let mut out = Vec::new();
+    for &kappa in &cfg.kappas {
+        let task = cfg.task.at(kappa, 0.0);
+        let fit = draw_prompt_spectra(&task, cfg.optimum_prompts, &mut ctx.rng(&format!("optimum fit kappa {kappa}")))?;
+        let held =
+            draw_prompt_spectra(&task, cfg.optimum_prompts, &mut ctx.rng(&format!("optimum eval kappa {kappa}")))?;
+        let scale = norm_factor(&task);
+        for &depth in &cfg.depths {
+            let poly = best_polynomial(&fit, depth)?;
+            let steps = poly.real_roots(4.0 * fit.top).map(|r| r.iter().map(|r| 1.0 / r).collect());
+            let (eta, _) = best_looped_step(&fit, depth);
+            out.push(OptimumRow {
+                kappa,
+                depth,
+                multilayer: held.loss(|l| poly.eval(l)) / scale,
+                multilayer_steps: steps,
+                looped: held.loss(|l| (1.0 - eta * l).powi(depth as i32)) / scale,
+                looped_step: eta,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A trained model's loss over the optimum of the restricted family of the same kind (multilayer or looped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatioRow {
+    pub family: String,
+    pub kappa: f64,
+    pub depth: usize,
+    pub trained: Option<f64>,
+    pub optimum: f64,
+    pub ratio: Option<f64>,
+}
+
+fn ratios(rows: &[DepthRow], optima: &[OptimumRow]) -> Vec<RatioRow> {
+    rows.iter()
+        .filter_map(|r| {
+            let o = optima.iter().find(|o| o.kappa == r.kappa && o.depth == r.depth)?;
+            let optimum = if r.family.ends_with("looped") { o.looped } else { o.multilayer };
+            Some(RatioRow {
+                family: r.family.clone(),
+                kappa: r.kappa,
+                depth: r.depth,
+                trained: r.loss,
+                optimum,
+                ratio: r.loss.map(|l| l / optimum),
+            })
+        })
+        .collect()
+}
+
 fn measure(ctx: &RunCtx, cfg: &DepthVsKappaConfig) -> Result<(Vec<DepthRow>, Vec<String>)> {
     let mut retries = Vec::new();
     let mut rows = Vec::new();
@@ -102,7 +204,7 @@ fn measure(ctx: &RunCtx, cfg: &DepthVsKappaConfig) -> Result<(Vec<DepthRow>, Vec
     for &kappa in &cfg.kappas {
         let task = cfg.task.at(kappa, 0.0);
         let eval = sample(&task, cfg.eval_prompts, &mut ctx.rng(&format!("eval prompts kappa {kappa}")))?;
-        let scale = norm_factor(&eval);
+        let scale = norm_factor(&task);
         for family in FAMILIES {
             for &depth in &cfg.depths {
                 let model = cfg.training.train(ctx, family, &task, kappa, depth, &mut retries)?;
@@ -123,7 +225,13 @@ fn depth_needed(rows: &[DepthRow], cfg: &DepthVsKappaConfig, family: &str, kappa
     rows.iter().filter(reached).map(|r| r.depth).min()
 }
 
-fn claims(report: &mut Report, cfg: &DepthVsKappaConfig, rows: &[DepthRow]) {
+fn claims(
+    report: &mut Report,
+    cfg: &DepthVsKappaConfig,
+    rows: &[DepthRow],
+    optima: &[OptimumRow],
+    ratios: &[RatioRow],
+) {
     let beyond = cfg.depths.iter().max().copied().unwrap_or(0) + 1;
     // Unreached counts as one more than the largest depth trained: a lower bound on the depth needed.
     let need = |family: &str, kappa: f64| depth_needed(rows, cfg, family, kappa).unwrap_or(beyond) as f64;
@@ -135,6 +243,52 @@ fn claims(report: &mut Report, cfg: &DepthVsKappaConfig, rows: &[DepthRow]) {
     report.metric("depth_needed", table);
     let (k_lo, k_hi) = (cfg.kappas[0], cfg.kappas[cfg.kappas.len() - 1]);
     let restricted = "restricted multilayer";
+    // Trained against the optimum of their own family (restricted) or of the family they contain (the others).
+    let misses: Vec<&RatioRow> = ratios
+        .iter()
+        .filter(|r| r.family.starts_with("restricted"))
+        .filter(|r| {
+            !r.trained.is_some_and(|t| t <= cfg.optimum_factor * r.optimum || t.max(r.optimum) <= cfg.optimum_floor)
+        })
+        .collect();
+    report.metric("optimum_misses", &misses);
+    let worst = ratios
+        .iter()
+        .filter(|r| {
+            r.family.starts_with("restricted") && r.trained.is_some_and(|t| t.max(r.optimum) > cfg.optimum_floor)
+        })
+        .filter_map(|r| r.ratio)
+        .fold(0.0f64, f64::max);
+    report.check(
+        "trained-reach-optimum",
+        &format!(
+            "trained restricted models (multilayer and looped) reach their family's optimum within {:.0}% at every \
+             kappa and depth (the project's check of the optimiser, not a claim of P1)",
+            (cfg.optimum_factor - 1.0) * 100.0
+        ),
+        &format!(
+            "largest trained / optimum over the restricted models where either loss is above {} (misses listed in \
+             `optimum_misses`; a left-out model counts as a miss)",
+            cfg.optimum_floor
+        ),
+        if misses.iter().any(|m| m.trained.is_none()) { f64::INFINITY } else { worst },
+        Check::AtMost(cfg.optimum_factor),
+    );
+    // The same depth question asked of the family's optimum: a statement about the family, free of the optimiser.
+    let need_optimum = |kappa: f64| {
+        optima.iter().filter(|o| o.kappa == kappa && o.multilayer <= cfg.loss_target).map(|o| o.depth).min()
+    };
+    let optimum_table: Vec<serde_json::Value> =
+        cfg.kappas.iter().map(|&k| serde_json::json!({"kappa": k, "depth": need_optimum(k)})).collect();
+    report.metric("depth_needed_optimum", optimum_table);
+    report.check(
+        "optimum-depth-grows-with-kappa",
+        "the best restricted multilayer model needs more layers as kappa grows (P1's depth bound, read from the \
+         family's optimum)",
+        "depth the optimum needs at the largest kappa minus at the smallest (unreached counts as max depth + 1)",
+        need_optimum(k_hi).unwrap_or(beyond) as f64 - need_optimum(k_lo).unwrap_or(beyond) as f64,
+        Check::Above(0.0),
+    );
     report.check(
         "depth-grows-with-kappa",
         "restricted multilayer models need more layers as kappa grows",
@@ -159,7 +313,13 @@ fn claims(report: &mut Report, cfg: &DepthVsKappaConfig, rows: &[DepthRow]) {
     }
 }
 
-fn figures(ctx: &RunCtx, report: &mut Report, cfg: &DepthVsKappaConfig, rows: &[DepthRow]) -> Result<()> {
+fn figures(
+    ctx: &RunCtx,
+    report: &mut Report,
+    cfg: &DepthVsKappaConfig,
+    rows: &[DepthRow],
+    optima: &[OptimumRow],
+) -> Result<()> {
     let max_depth = cfg.depths.iter().max().copied().unwrap_or(1);
     for &kappa in &cfg.kappas {
         let mut chart =
@@ -174,9 +334,14 @@ fn figures(ctx: &RunCtx, report: &mut Report, cfg: &DepthVsKappaConfig, rows: &[
         }
         let rate =
             |f: fn(f64, usize) -> f64| (1..=max_depth).map(|l| (l as f64, f(kappa, l).powi(2).max(1e-12))).collect();
+        let optimum = |f: fn(&OptimumRow) -> f64| {
+            optima.iter().filter(|o| o.kappa == kappa).map(|o| (o.depth as f64, f(o).max(1e-12))).collect()
+        };
         chart = chart
-            .series(Series::reference("Chebyshev rate^2 (restricted bound)", rate(chebyshev_rate)))
-            .series(Series::reference("Newton-Schulz rate^2 (unrestricted)", rate(newton_schulz_rate)));
+            .series(Series::reference("optimum, restricted multilayer", optimum(|o| o.multilayer)))
+            .series(Series::reference("optimum, restricted looped", optimum(|o| o.looped)))
+            .series(Series::reference("population Chebyshev rate^2 (restricted)", rate(chebyshev_rate)))
+            .series(Series::reference("population Newton-Schulz rate^2 (unrestricted)", rate(newton_schulz_rate)));
         let file = format!("loss_vs_depth_kappa{kappa}.png");
         report.line_figure(ctx, &file, &format!("Normalised loss against depth, kappa = {kappa}"), &chart)?;
     }

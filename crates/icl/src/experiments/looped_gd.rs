@@ -186,9 +186,10 @@ fn train_and_measure(ctx: &RunCtx, cfg: &LoopedGdConfig, s: &Setting, depth: usi
         curriculum: if depth >= cfg.curriculum_min_depth { cfg.curriculum } else { 0.0 },
         validate_every: 0,
         validation_prompts: 0,
+        final_lr: None,
     };
     let model =
-        train_model(&model_cfg, &s.task, &train_cfg, ctx.seed_for(&format!("model d {d} n {n} depth {depth}")))?;
+        train_model(&model_cfg, &s.task, &train_cfg, ctx.seed_for(&format!("model d {d} n {n} depth {depth}")), None)?;
     model.params.save(&ctx.out_dir()?.join(format!("weights_d{d}_n{n}_L{depth}.safetensors")), None)?;
     let (a, u) = model.restricted_weights(0).expect("a restricted model");
     let a = a.into_shape_with_order((d, d)).expect("d x d");

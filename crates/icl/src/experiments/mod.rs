@@ -45,13 +45,24 @@ pub fn eval_gd(preconds: &[Array2<f64>], prompts: &Prompts) -> f64 {
     total / prompts.batch() as f64
 }
 
-/// `E[y_q^2]` of a batch: the loss of predicting zero, which normalises P1's losses.
-pub fn norm_factor(p: &Prompts) -> f64 {
-    p.y.column(p.n).iter().map(|v| v * v).sum::<f64>() / p.batch() as f64
+/// The population `E[y_q^2]` of `task` (the loss of predicting zero), which normalises P1's losses: exact, so
+/// every depth and family is divided by the same number and no estimate's noise enters the ratios.
+pub fn norm_factor(task: &TaskConfig) -> f64 {
+    crate::optimum::label_second_moment(task)
 }
 
-fn train_model(cfg: &ModelConfig, task: &TaskConfig, train_cfg: &TrainConfig, seed: u64) -> Result<LsaModel<f64>> {
+/// A model from `seed`, started at GD with `steps` when given (see [`LsaModel::add_scalar_steps`]), trained.
+fn train_model(
+    cfg: &ModelConfig,
+    task: &TaskConfig,
+    train_cfg: &TrainConfig,
+    seed: u64,
+    steps: Option<&[f64]>,
+) -> Result<LsaModel<f64>> {
     let model = LsaModel::new(cfg, &Params::new(), &mut seeded(seed))?;
+    if let Some(steps) = steps {
+        model.add_scalar_steps(steps)?;
+    }
     train(&model, task, train_cfg, &mut tensor::derived(seed, 1))?;
     Ok(model)
 }

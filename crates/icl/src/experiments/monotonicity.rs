@@ -105,7 +105,7 @@ fn measure(ctx: &RunCtx, cfg: &MonotonicityConfig) -> Result<(Vec<DepthCurve>, V
     let mut retries = Vec::new();
     let task = cfg.task.at(cfg.kappa, 0.0);
     let eval = sample(&task, cfg.eval_prompts, &mut ctx.rng("eval prompts"))?;
-    let (tokens, targets, scale) = (eval.tokens::<f64>(), eval.targets::<f64>(), norm_factor(&eval));
+    let (tokens, targets, scale) = (eval.tokens::<f64>(), eval.targets::<f64>(), norm_factor(&task));
     let mut rows = Vec::new();
     for family in FAMILIES {
         let model = cfg.training.train(ctx, family, &task, cfg.kappa, cfg.depth, &mut retries)?;

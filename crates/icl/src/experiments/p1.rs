@@ -98,6 +98,14 @@ pub struct P1Training {
     pub validation_prompts: usize,
     /// A model whose training loss turns non-finite is trained once more at `lr * retry_lr_factor`.
     pub retry_lr_factor: f64,
+    /// Cosine decay of the learning rate to this (`None`: constant).
+    #[serde(default)]
+    pub final_lr: Option<f64>,
+    /// Restricted and feature-update models start as GD with step sizes spread geometrically from the first
+    /// to the second value over the layers (a looped model takes the first), added to the small random `A`
+    /// (`None`: from the small random weights alone).
+    #[serde(default)]
+    pub init_steps: Option<[f64; 2]>,
 }
 
 impl P1Training {
@@ -116,6 +124,8 @@ impl P1Training {
             validate_every: 25,
             validation_prompts: 1024,
             retry_lr_factor: 0.25,
+            final_lr: None,
+            init_steps: None,
         }
     }
     pub fn full() -> Self {
@@ -131,7 +141,20 @@ impl P1Training {
             curriculum: if family.looped && depth >= self.curriculum_min_depth { self.curriculum } else { 0.0 },
             validate_every: self.validate_every,
             validation_prompts: self.validation_prompts,
+            final_lr: self.final_lr.map(|f| f.min(lr)),
         }
+    }
+
+    /// The initial GD steps of a `family` model of `depth` layers (`None` for unrestricted models).
+    pub fn initial_steps(&self, family: Family, depth: usize) -> Option<Vec<f64>> {
+        let [first, last] = self.init_steps?;
+        if family.parameterization == Parameterization::Unrestricted {
+            return None;
+        }
+        if family.looped || depth == 1 {
+            return Some(vec![first]);
+        }
+        Some((0..depth).map(|l| first * (last / first).powf(l as f64 / (depth - 1) as f64)).collect())
     }
 
     /// Trains one model of `family` at `depth` on `task` from the run's stream for it and saves its weights
@@ -165,11 +188,12 @@ impl P1Training {
             m.params.save(&ctx.out_dir()?.join(family.weights_file(kappa, depth)), None)?;
             Ok(Some(m))
         };
-        let first = train_model(&model, task, &self.train_config(family, depth, self.lr), seed);
+        let steps = self.initial_steps(family, depth);
+        let first = train_model(&model, task, &self.train_config(family, depth, self.lr), seed, steps.as_deref());
         let Some(step) = diverged_at(&first) else { return save(first?) };
         let lower = self.lr * self.retry_lr_factor;
         retries.push(format!("{name}: diverged at step {step}, retried with lr {lower}"));
-        let second = train_model(&model, task, &self.train_config(family, depth, lower), seed);
+        let second = train_model(&model, task, &self.train_config(family, depth, lower), seed, steps.as_deref());
         match diverged_at(&second) {
             Some(step) => {
                 retries.push(format!("{name}: diverged again at step {step}; left out"));
@@ -188,7 +212,14 @@ pub(crate) fn validate(task: &P1Task, depths: &[usize], training: &P1Training, e
             task.d, task.n
         )));
     }
-    if training.steps == 0 || training.batch == 0 || !(training.lr > 0.0) || !(training.retry_lr_factor > 0.0) {
+    let bad_steps = training.init_steps.is_some_and(|s| s.iter().any(|v| !(v.is_finite() && *v > 0.0)));
+    if training.steps == 0
+        || training.batch == 0
+        || !(training.lr > 0.0)
+        || !(training.retry_lr_factor > 0.0)
+        || bad_steps
+        || training.final_lr.is_some_and(|f| !(f > 0.0))
+    {
         return Err(crate::error::invalid(format!("P1 training: {training:?}")));
     }
     Ok(())

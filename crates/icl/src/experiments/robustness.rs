@@ -107,11 +107,13 @@ fn families() -> impl Iterator<Item = super::Family> {
 
 fn measure(ctx: &RunCtx, cfg: &RobustnessConfig) -> Result<(Vec<ShiftRow>, Vec<String>)> {
     let mut retries = Vec::new();
-    let evals: Vec<Prompts> = cfg
+    let evals: Vec<(Prompts, f64)> = cfg
         .shifts
         .iter()
         .map(|&s| {
-            sample(&cfg.task.at(cfg.kappa, s), cfg.eval_prompts, &mut ctx.rng(&format!("eval prompts shift {s}")))
+            let shifted = cfg.task.at(cfg.kappa, s);
+            let prompts = sample(&shifted, cfg.eval_prompts, &mut ctx.rng(&format!("eval prompts shift {s}")))?;
+            Ok((prompts, norm_factor(&shifted)))
         })
         .collect::<Result<_>>()?;
     let task = cfg.task.at(cfg.kappa, 0.0);
@@ -121,7 +123,7 @@ fn measure(ctx: &RunCtx, cfg: &RobustnessConfig) -> Result<(Vec<ShiftRow>, Vec<S
             // Normalised by each distribution's E[y^2]: shifting eigenvalues also scales the labels.
             let model = cfg.training.train(ctx, family, &task, cfg.kappa, depth, &mut retries)?;
             let losses = model.map(|m| {
-                let loss = |e: &Prompts| eval_mse(&m, e, depth) / norm_factor(e);
+                let loss = |(e, scale): &(Prompts, f64)| eval_mse(&m, e, depth) / scale;
                 evals.iter().map(loss).map(|v| if v.is_finite() { v } else { f64::INFINITY }).collect()
             });
             rows.push(ShiftRow { family: family.name(), depth, losses });
