@@ -210,6 +210,34 @@ pub fn best_looped_step(spectra: &PromptSpectra, loops: usize) -> (f64, f64) {
     (eta, loss(eta))
 }
 
+/// Both restricted optima at one depth, fitted on one draw of prompts: reusable on other (e.g. shifted) draws.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FamilyOptimum {
+    pub depth: usize,
+    pub polynomial: ResidualPolynomial,
+    pub looped_step: f64,
+}
+
+impl FamilyOptimum {
+    pub fn fit(spectra: &PromptSpectra, depth: usize) -> Result<FamilyOptimum> {
+        Ok(FamilyOptimum {
+            depth,
+            polynomial: best_polynomial(spectra, depth)?,
+            looped_step: best_looped_step(spectra, depth).0,
+        })
+    }
+
+    /// The multilayer optimum's mean exact loss on `spectra`.
+    pub fn multilayer_loss(&self, spectra: &PromptSpectra) -> f64 {
+        spectra.loss(|l| self.polynomial.eval(l))
+    }
+
+    /// The looped optimum's mean exact loss on `spectra` when run for `loops` loops.
+    pub fn looped_loss(&self, spectra: &PromptSpectra, loops: usize) -> f64 {
+        spectra.loss(|l| (1.0 - self.looped_step * l).powi(loops as i32))
+    }
+}
+
 /// `E[y_q^2]` of `task` in closed form (the population normaliser of the test loss).
 pub fn label_second_moment(task: &TaskConfig) -> f64 {
     let d = task.d as f64;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::norm_factor;
 use super::p1::{FAMILIES, P1Task, P1Training, validate};
+use crate::optimum::{FamilyOptimum, draw_prompt_spectra};
 use crate::task::{WeightPrior, sample};
 use crate::{Error, Result};
 
@@ -26,6 +27,13 @@ pub struct MonotonicityConfig {
     pub stable_loss: f64,
     pub training: P1Training,
     pub eval_prompts: usize,
+    /// Prompts for the restricted optimum at the training depth (fitted on one draw, scored on another).
+    #[serde(default = "default_optimum_prompts")]
+    pub optimum_prompts: usize,
+}
+
+fn default_optimum_prompts() -> usize {
+    20_000
 }
 
 impl Presets for MonotonicityConfig {
@@ -35,6 +43,7 @@ impl Presets for MonotonicityConfig {
             depth: 2,
             training: P1Training::smoke(),
             eval_prompts: 200,
+            optimum_prompts: 300,
             ..Self::quick()
         }
     }
@@ -47,7 +56,8 @@ impl Presets for MonotonicityConfig {
             rise_tolerance: 0.01,
             stable_loss: 1.0,
             training: P1Training::quick(),
-            eval_prompts: 3000,
+            eval_prompts: 20000,
+            optimum_prompts: default_optimum_prompts(),
         }
     }
     fn full() -> Self {
@@ -55,7 +65,8 @@ impl Presets for MonotonicityConfig {
             task: P1Task { d: 5, n: 40, prior: WeightPrior::Isotropic },
             depth: 12,
             training: P1Training::full(),
-            eval_prompts: 10000,
+            eval_prompts: 40000,
+            optimum_prompts: 40_000,
             ..Self::quick()
         }
     }
@@ -76,12 +87,18 @@ impl Experiment for Monotonicity {
         if cfg.loop_factor == 0 {
             return Err(crate::error::invalid("loop_factor must be at least 1"));
         }
+        if cfg.optimum_prompts == 0 {
+            return Err(crate::error::invalid("optimum_prompts must be positive"));
+        }
         let mut report = Report::new(ctx, cfg);
         let (rows, retries) = measure(ctx, cfg)?;
         report.metric("rows", &rows);
         report.metric("divergence_retries", &retries);
+        let optimum = optimum_curve(ctx, cfg)?;
+        report.metric("optimum", &optimum);
         claims(&mut report, cfg, &rows);
-        figures(ctx, &mut report, cfg, &rows)?;
+        optimum_claims(&mut report, cfg, &rows, &optimum);
+        figures(ctx, &mut report, cfg, &rows, &optimum)?;
         Ok(report)
     }
 }
@@ -117,6 +134,52 @@ fn measure(ctx: &RunCtx, cfg: &MonotonicityConfig) -> Result<(Vec<DepthCurve>, V
         rows.push(DepthCurve { family: family.name(), looped: family.looped, points });
     }
     Ok((rows, retries))
+}
+
+/// The restricted optima at the training depth: the multilayer optimum's loss, and the looped optimum (its step
+/// fitted for the training depth) run for every number of loops up to `loop_factor * depth`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimumCurve {
+    pub multilayer: f64,
+    pub looped_step: f64,
+    pub looped: Vec<(f64, f64)>,
+}
+
+fn optimum_curve(ctx: &RunCtx, cfg: &MonotonicityConfig) -> Result<OptimumCurve> {
+    let task = cfg.task.at(cfg.kappa, 0.0);
+    let fit = draw_prompt_spectra(&task, cfg.optimum_prompts, &mut ctx.rng("optimum fit"))?;
+    let held = draw_prompt_spectra(&task, cfg.optimum_prompts, &mut ctx.rng("optimum eval"))?;
+    let best = FamilyOptimum::fit(&fit, cfg.depth)?;
+    let scale = norm_factor(&task);
+    Ok(OptimumCurve {
+        multilayer: best.multilayer_loss(&held) / scale,
+        looped_step: best.looped_step,
+        looped: (1..=cfg.loop_factor * cfg.depth).map(|k| (k as f64, best.looped_loss(&held, k) / scale)).collect(),
+    })
+}
+
+fn optimum_claims(report: &mut Report, cfg: &MonotonicityConfig, rows: &[DepthCurve], optimum: &OptimumCurve) {
+    // How near the trained restricted models are to their family's optimum at the training depth: the claims above
+    // say something about P1 only where this is close to 1.
+    let at_depth = |family: &str| {
+        rows.iter().find(|r| r.family == family).and_then(|r| r.points.as_ref()).map(|p| p[cfg.depth - 1].1)
+    };
+    let ratios = serde_json::json!({
+        "restricted multilayer": at_depth("restricted multilayer").map(|l| l / optimum.multilayer),
+        "restricted looped": at_depth("restricted looped").map(|l| l / optimum.looped[cfg.depth - 1].1),
+    });
+    report.metric("trained_over_optimum", ratios);
+    report.check(
+        "looped-optimum-monotone-beyond",
+        &format!(
+            "the best looped restricted model (step fitted for L = {}) keeps improving when run for up to {}x the \
+             loops (P1's monotonicity asked of the family optimum)",
+            cfg.depth, cfg.loop_factor
+        ),
+        "1 if the optimum's loss never rises beyond the tolerance over 1 .. factor x L loops, else 0",
+        if non_increasing(&optimum.looped, cfg.rise_tolerance) { 1.0 } else { 0.0 },
+        Check::Equals(1.0),
+    );
 }
 
 fn non_increasing(points: &[(f64, f64)], tolerance: f64) -> bool {
@@ -165,7 +228,13 @@ fn claims(report: &mut Report, cfg: &MonotonicityConfig, rows: &[DepthCurve]) {
     );
 }
 
-fn figures(ctx: &RunCtx, report: &mut Report, cfg: &MonotonicityConfig, rows: &[DepthCurve]) -> Result<()> {
+fn figures(
+    ctx: &RunCtx,
+    report: &mut Report,
+    cfg: &MonotonicityConfig,
+    rows: &[DepthCurve],
+    optimum: &OptimumCurve,
+) -> Result<()> {
     let title = format!("Loss against evaluation depth (trained at L = {}, kappa = {})", cfg.depth, cfg.kappa);
     let mut chart = Chart::new(&title, "evaluation depth", "MSE / E[y^2]").log_y();
     for row in rows {
@@ -174,6 +243,12 @@ fn figures(ctx: &RunCtx, report: &mut Report, cfg: &MonotonicityConfig, rows: &[
             chart = chart.series(Series::line(&name, p.clone()));
         }
     }
+    chart = chart
+        .series(Series::reference("optimum, restricted looped (step for L)", optimum.looped.clone()))
+        .series(Series::reference(
+            "optimum, restricted multilayer at L",
+            vec![(cfg.depth as f64, optimum.multilayer.max(1e-12))],
+        ));
     report.line_figure(ctx, "loss_vs_eval_depth.png", "Loss against evaluation depth", &chart)?;
     Ok(())
 }
