@@ -15,8 +15,8 @@ use report::{Check, DynExperiment, Experiment, Presets, Report, RunCtx};
 use serde::{Deserialize, Serialize};
 use tensor::ndarray::{ArrayD, Axis};
 
-use crate::synthetic::{self, ShapesConfig};
 use crate::intrinsic::{Aggregates, ImageScores, IntrinsicScores, maps_for_every_label};
+use crate::synthetic::{self, ShapesConfig};
 use crate::{
     Completeness, ConvNet, ConvNetConfig, DataTerm, Deletion, Error, GradCam, GradientXInput, Insertion,
     IntegratedGradients, LabelSensitivity, LabelledImages, MaskFill, MaskOptimisation, MetricInput, MetricResult,
@@ -123,7 +123,7 @@ impl Presets for CompleteSoundConfig {
             fill_images: 2,
             fill_pool: 1000,
             simple_cell: 2,
-            data_term: DataTerm::LogProbability,
+            data_term: DataTerm::BoundedCrossEntropy,
             ablation_cells: vec![1, 2, 4],
             ks: vec![0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5],
             mask_steps: 100,
@@ -196,7 +196,10 @@ pub fn methods(
         DataTerm::LogProbability => DataTerm::BoundedCrossEntropy,
         DataTerm::BoundedCrossEntropy => DataTerm::LogProbability,
     };
-    out.push((format!("simple mask, {other_term:?} data term"), Arc::new(SimpleMask { data_term: other_term, ..simple })));
+    out.push((
+        format!("simple mask, {other_term:?} data term"),
+        Arc::new(SimpleMask { data_term: other_term, ..simple }),
+    ));
     let earlier = MaskOptimisation { steps: cfg.mask_steps, ..MaskOptimisation::p9(replacement) };
     out.push((EARLIER.into(), Arc::new(earlier)));
     out
@@ -386,7 +389,11 @@ fn claims(report: &mut Report, cfg: &CompleteSoundConfig, rows: &[MethodRow], da
             ),
             &format!(
                 "{} of the simple mask - max over the six baselines",
-                if metric == "completeness" { "completeness at the prediction" } else { "mean soundness over the other labels" }
+                if metric == "completeness" {
+                    "completeness at the prediction"
+                } else {
+                    "mean soundness over the other labels"
+                }
             ),
             value(simple) - best,
             Check::AtLeast(-0.02),
@@ -406,10 +413,7 @@ fn claims(report: &mut Report, cfg: &CompleteSoundConfig, rows: &[MethodRow], da
         // Added by the project: the same on the images where soundness can bite, and a 2x threshold.
         report.check(
             &format!("{dataset}-tv-upsampling-buy-soundness-contested"),
-            &format!(
-                "[project] the same on the images whose runner-up probability is above epsilon = {}",
-                cfg.epsilon
-            ),
+            &format!("[project] the same on the images whose runner-up probability is above epsilon = {}", cfg.epsilon),
             "worst soundness(simple) - worst soundness(cell 1, TV off), contested images",
             simple.p9_contested.worst_soundness - pixel.p9_contested.worst_soundness,
             Check::Above(0.0),

@@ -471,7 +471,10 @@ pub enum DataTerm {
     /// `-log p_t`.
     LogProbability,
     /// Cross-entropy with the probabilities taken as logits, `-p_t + log sum_c exp(p_c)`: bounded, as in the
-    /// authors' code (`nn.CrossEntropyLoss` applied to averaged probabilities).
+    /// authors' code (`nn.CrossEntropyLoss` applied to averaged probabilities), and the default of
+    /// [`SimpleMask::p9`]. Its gradient fades as `p_t` nears 0, so a mask for a label the image holds no evidence
+    /// for shrinks under the l1 term instead of manufacturing evidence: on MNIST this roughly doubles the mean
+    /// soundness over `LogProbability` (see docs/reproductions.md).
     BoundedCrossEntropy,
 }
 
@@ -509,7 +512,7 @@ impl SimpleMask {
             tv: 0.01 * 224.0 / pixels.sqrt(),
             scale: 2,
             fill,
-            data_term: DataTerm::LogProbability,
+            data_term: DataTerm::BoundedCrossEntropy,
             seed: 0,
             max_batch: 64,
         }

@@ -76,6 +76,7 @@ impl Presets for MultitaskConfig {
                 steps: 500,
                 batch: 2,
                 l1: 0.0,
+                data_seeds: None,
             },
             sparsity: 0.01,
             search: SearchConfig { steps: 10, lr: 1e9, bias: 10.0, batch: 16 },
@@ -123,6 +124,9 @@ impl MultitaskConfig {
         seeds.dedup();
         if seeds.len() != self.data_seeds.len() {
             return Err(Error::Config("data seeds must be distinct".into()));
+        }
+        if self.finetune.data_seeds.is_some() {
+            return Err(Error::Config("finetune.data_seeds: every multitask run uses all of data_seeds".into()));
         }
         self.search.validate()
     }

@@ -68,7 +68,7 @@ impl Presets for DepthVsKappaConfig {
             kappas: vec![1.0, 10.0, 100.0],
             depths: vec![1, 2, 4, 6],
             training: P1Training::quick(),
-            eval_prompts: 3000,
+            eval_prompts: 20000,
             loss_target: 0.2,
             optimum_prompts: default_optimum_prompts(),
             optimum_factor: default_optimum_factor(),
@@ -80,7 +80,7 @@ impl Presets for DepthVsKappaConfig {
             task: P1Task { d: 5, n: 40, prior: WeightPrior::InverseCovariance },
             depths: vec![1, 2, 4, 6, 8, 12],
             training: P1Training::full(),
-            eval_prompts: 10000,
+            eval_prompts: 40000,
             optimum_prompts: 40_000,
             ..Self::quick()
         }

@@ -243,12 +243,12 @@ fn figures(
             chart = chart.series(Series::line(&name, p.clone()));
         }
     }
-    chart = chart
-        .series(Series::reference("optimum, restricted looped (step for L)", optimum.looped.clone()))
-        .series(Series::reference(
+    chart = chart.series(Series::reference("optimum, restricted looped (step for L)", optimum.looped.clone())).series(
+        Series::reference(
             "optimum, restricted multilayer at L",
             vec![(cfg.depth as f64, optimum.multilayer.max(1e-12))],
-        ));
+        ),
+    );
     report.line_figure(ctx, "loss_vs_eval_depth.png", "Loss against evaluation depth", &chart)?;
     Ok(())
 }
