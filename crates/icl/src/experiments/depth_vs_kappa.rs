@@ -313,6 +313,10 @@ fn claims(
     }
 }
 
+/// The figures' y range: blown-up deep cubic models (1e20 and more) would flatten every other curve.
+const CAP: f64 = 10.0;
+const FLOOR: f64 = 1e-5;
+
 fn figures(
     ctx: &RunCtx,
     report: &mut Report,
@@ -328,14 +332,15 @@ fn figures(
             let pts = rows
                 .iter()
                 .filter(|r| r.family == family.name() && r.kappa == kappa)
-                .map(|r| (r.depth as f64, r.loss.unwrap_or(f64::NAN)))
+                .map(|r| (r.depth as f64, r.loss.map_or(f64::NAN, |l| l.clamp(FLOOR, CAP))))
                 .collect();
             chart = chart.series(Series::line(&family.name(), pts));
         }
-        let rate =
-            |f: fn(f64, usize) -> f64| (1..=max_depth).map(|l| (l as f64, f(kappa, l).powi(2).max(1e-12))).collect();
+        let rate = |f: fn(f64, usize) -> f64| {
+            (1..=max_depth).map(|l| (l as f64, f(kappa, l).powi(2).clamp(FLOOR, CAP))).collect()
+        };
         let optimum = |f: fn(&OptimumRow) -> f64| {
-            optima.iter().filter(|o| o.kappa == kappa).map(|o| (o.depth as f64, f(o).max(1e-12))).collect()
+            optima.iter().filter(|o| o.kappa == kappa).map(|o| (o.depth as f64, f(o).clamp(FLOOR, CAP))).collect()
         };
         chart = chart
             .series(Series::reference("optimum, restricted multilayer", optimum(|o| o.multilayer)))
@@ -343,7 +348,11 @@ fn figures(
             .series(Series::reference("population Chebyshev rate^2 (restricted)", rate(chebyshev_rate)))
             .series(Series::reference("population Newton-Schulz rate^2 (unrestricted)", rate(newton_schulz_rate)));
         let file = format!("loss_vs_depth_kappa{kappa}.png");
-        report.line_figure(ctx, &file, &format!("Normalised loss against depth, kappa = {kappa}"), &chart)?;
+        let caption = format!(
+            "Normalised loss against depth, kappa = {kappa}: trained families, the restricted optima and the \
+             population rates (values drawn within [{FLOOR:e}, {CAP}]; blown-up models sit at the top)"
+        );
+        report.line_figure(ctx, &file, &caption, &chart)?;
     }
     Ok(())
 }
