@@ -141,9 +141,10 @@ impl Presets for CompleteSoundConfig {
             mnist_epochs: 3,
             shapes_train: 30000,
             shapes_epochs: 3,
-            eval_images: 200,
-            simple_steps: 300,
-            fill_images: 4,
+            // Maps for every label cost images x labels x steps x fills passes per mask variant (8 of them):
+            // about an hour on 2 cores at these sizes.
+            eval_images: 100,
+            simple_steps: 200,
             ..Self::quick()
         }
     }
