@@ -170,7 +170,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     if args.print_config {
         let config = file_config.unwrap_or_else(|| chosen[0].config_json(scale));
-        println!("{}", serde_json::to_string_pretty(&config)?);
+        // A closed pipe (`--print-config | head`) is not an error worth a panic.
+        use std::io::Write;
+        let text = serde_json::to_string_pretty(&config)?;
+        match writeln!(std::io::stdout(), "{text}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (mut failed_claims, mut unmeasured) = (0, 0);
