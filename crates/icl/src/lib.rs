@@ -18,6 +18,9 @@
 //! - [`theory`] (f64, independent of the models): the L-step preconditioned gradient-descent predictor (by
 //!   iteration and in closed form), Chebyshev step sizes on `[1, kappa]` and Newton-Schulz iteration with
 //!   their error rates.
+//! - [`optimum`] (f64, no training): the restricted families' best models (the exact loss given each prompt's
+//!   Sigma and X is quadratic in the residual polynomial's values: the best multilayer polynomial by one linear
+//!   solve, the best looped step by a 1-D search), and the population `E[y_q^2]` that normalises P1's losses.
 //!
 //! ```
 //! use strata_icl::{Covariance, LsaModel, ModelConfig, Parameterization, TaskConfig, TrainConfig, sample, train};

@@ -4,9 +4,11 @@
 //! higher = more important); metrics implement [`SaliencyMetric`] (maps for the true labels, and for wrong labels
 //! where soundness needs them -> a curve and a scalar). What Captum and Quantus users expect is here (vanilla
 //! gradient, gradient x input, integrated gradients, SmoothGrad, occlusion, Grad-CAM; deletion/insertion, sparseness,
-//! localisation), plus P9's completeness and soundness and its simple masking method.
+//! localisation), plus P9's own completeness and soundness ([`intrinsic`]: the primary metrics, after the authors'
+//! code) and its simple masking method as the authors run it ([`SimpleMask`]).
 //!
 //! ```
+//! use strata_saliency::intrinsic::{Aggregates, IntrinsicScores, maps_for_every_label};
 //! use strata_saliency::tensor::ndarray::ArrayD;
 //! use strata_saliency::{
 //!     Completeness, ConvNet, ConvNetConfig, MetricInput, Replacement, SaliencyMethod, SaliencyMetric, VanillaGradient,
@@ -19,6 +21,11 @@
 //! let input = MetricInput::new(&net, &images, &labels, &maps)?;
 //! let completeness = Completeness::new(vec![0.05, 0.1, 0.2], Replacement::Constant(0.13)).evaluate(&input)?;
 //! assert!(maps.shape() == [2, 28, 28] && completeness.value.is_finite());
+//! // P9's metrics: a map for every label, scored against the net's own prediction.
+//! let every = maps_for_every_label(&VanillaGradient::default(), &net, &images)?; // 10 x [2, 28, 28]
+//! let scores = IntrinsicScores::p9(Replacement::Constant(0.13)).score(&net, &images, &every)?;
+//! let p9 = Aggregates::all(&scores); // completeness at the prediction, mean/worst/runner-up soundness, ...
+//! assert!((0.0..=1.0).contains(&p9.completeness) && (0.0..=1.0).contains(&p9.mean_soundness));
 //! # Ok::<(), strata_saliency::Error>(())
 //! ```
 //!
