@@ -23,7 +23,9 @@
 use tensor::ndarray::{Array1, Array2};
 
 use crate::error::{Result, invalid};
-use crate::task::{Covariance, Shift, TaskConfig, WeightPrior, haar_orthogonal, log_uniform_spectrum, plane_rotation};
+use crate::task::{
+    Covariance, Shift, TaskConfig, WeightPrior, apply_shift, haar_orthogonal, log_uniform_spectrum, plane_rotation,
+};
 
 /// Per prompt, the eigenvalues of `S = X^T X / n` and the matrix `M` of the exact loss `p(s)^T M p(s)`.
 #[derive(Debug, Clone)]
@@ -48,11 +50,10 @@ fn draw_covariance(task: &TaskConfig, rng: &mut tensor::Rng) -> (Array2<f64>, Ar
             (basis, log_uniform_spectrum(d, *kappa, rng).into_iter().map(|l| l / kappa).collect())
         }
     };
-    match task.shift {
-        Shift::None => {}
-        Shift::Spectrum { delta } => lambda.iter_mut().for_each(|l| *l = l.powf(1.0 + delta)),
-        Shift::Scale { factor } => lambda.iter_mut().for_each(|l| *l *= factor),
-        Shift::Rotate { angle, seed } => basis = plane_rotation(d, angle, seed).dot(&basis),
+    // The sampler's own spectrum shifts; a rotation turns the basis.
+    apply_shift(&mut lambda, task.shift);
+    if let Shift::Rotate { angle, seed } = task.shift {
+        basis = plane_rotation(d, angle, seed).dot(&basis);
     }
     let with = |f: &dyn Fn(f64) -> f64| {
         let scaled = Array2::from_shape_fn((d, d), |(i, j)| basis[[i, j]] * f(lambda[j]));

@@ -197,7 +197,7 @@ pub fn log_uniform_spectrum(d: usize, kappa: f64, rng: &mut Rng) -> Vec<f64> {
     l
 }
 
-fn apply_shift(lambda: &mut [f64], shift: Shift) {
+pub(crate) fn apply_shift(lambda: &mut [f64], shift: Shift) {
     match shift {
         Shift::None => {}
         Shift::Spectrum { delta } => lambda.iter_mut().for_each(|l| *l = l.powf(1.0 + delta)),

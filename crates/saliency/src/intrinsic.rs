@@ -82,10 +82,10 @@ impl IntrinsicScores {
         let (src, fill) = (src.as_slice().expect("standard"), fill.as_slice().expect("standard"));
         let counts: Vec<usize> = self.keep_fractions().iter().map(|f| (f * hw as f64).round() as usize).collect();
         let mut auc = Array2::<f64>::zeros((b, classes));
+        // Every (image, level) composite of a label, in chunks of at most max_batch images.
+        let pairs: Vec<(usize, usize)> = (0..b).flat_map(|i| (0..counts.len()).map(move |l| (i, l))).collect();
         for (a, m) in maps.iter().enumerate() {
-            // Every (image, level) composite of this label, in chunks of at most max_batch images.
-            let pairs: Vec<(usize, usize)> = (0..b).flat_map(|i| (0..counts.len()).map(move |l| (i, l))).collect();
-            let orders: Vec<Vec<usize>> = m.outer_iter().map(|v| ranking(v.iter().copied())).collect();
+            let orders = crate::metrics::rankings(m);
             for chunk in pairs.chunks(self.max_batch) {
                 let mut batch = ArrayD::<f32>::zeros(IxDyn(&[chunk.len(), c, s[2], s[3]]));
                 let dst = batch.as_slice_mut().expect("fresh array");
@@ -121,14 +121,6 @@ impl IntrinsicScores {
             })
             .collect())
     }
-}
-
-/// Pixel indices from most to least salient (ties by index).
-fn ranking(values: impl Iterator<Item = f32>) -> Vec<usize> {
-    let flat: Vec<f32> = values.collect();
-    let mut order: Vec<usize> = (0..flat.len()).collect();
-    order.sort_by(|&a, &b| flat[b].total_cmp(&flat[a]).then(a.cmp(&b)));
-    order
 }
 
 /// One image's scores for every label.

@@ -78,7 +78,7 @@ pub trait SaliencyMetric {
 }
 
 /// For each image, pixel indices ordered from most to least salient (ties by index, so the order is deterministic).
-fn rankings(maps: &ArrayD<f32>) -> Vec<Vec<usize>> {
+pub(crate) fn rankings(maps: &ArrayD<f32>) -> Vec<Vec<usize>> {
     maps.outer_iter()
         .map(|m| {
             let flat: Vec<f32> = m.iter().copied().collect();
