@@ -187,6 +187,103 @@ impl IclWorkload {
     }
 }
 
+/// The encoder fine-tuning workload (`grafting` fine-tunes this model): all-MiniLM-L6-v2's shapes (6 layers,
+/// width 384, 12 heads, MLP 1536, vocabulary 30,522, post-LN BERT, exact GELU), randomly initialised (speed does
+/// not depend on the weights, so the benchmark needs no data), batch 32 x sequence 64 of real tokens, masked mean
+/// pooling and a 2-class linear head, cross-entropy, AdamW lr 2e-5 on every parameter (embeddings included).
+/// `benches/anchors/torch_minilm.py` is the same step in PyTorch.
+pub struct EncoderWorkload {
+    pub encoder: transformer::Encoder<f32>,
+    pub head: transformer::encoder::ClassifierHead<f32>,
+    pub opt: Adam<f32>,
+    pub ids: Vec<usize>,
+    pub mask: Vec<bool>,
+    pub labels: Vec<usize>,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl EncoderWorkload {
+    pub fn minilm_config() -> transformer::BertConfig {
+        transformer::BertConfig {
+            vocab_size: 30522,
+            hidden_size: 384,
+            num_hidden_layers: 6,
+            num_attention_heads: 12,
+            intermediate_size: 1536,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_dropout_prob: 0.0,
+        }
+    }
+
+    pub fn new(batch: usize, seq: usize) -> Self {
+        let config = Self::minilm_config();
+        let encoder = transformer::Encoder::new(&config, 0).expect("valid MiniLM config");
+        let head = transformer::encoder::ClassifierHead::new(&encoder, 2, 0);
+        let mut rng = seeded(1);
+        let ids = tensor::uniform::<f64>(&[batch * seq], 0.0, config.vocab_size as f64, &mut rng)
+            .iter()
+            .map(|&u| (u as usize).min(config.vocab_size - 1))
+            .collect();
+        let labels = (0..batch).map(|i| i % 2).collect();
+        EncoderWorkload {
+            encoder,
+            head,
+            opt: Adam::new(AdamConfig::adamw(2e-5, 0.01)),
+            ids,
+            mask: vec![true; batch * seq],
+            labels,
+            batch,
+            seq,
+        }
+    }
+
+    pub fn loss(&self) -> Tensor<f32> {
+        let h = self.encoder.forward(&self.ids, &self.mask, None, self.batch, self.seq, None).expect("valid batch");
+        self.head.forward(&h, &self.mask).cross_entropy(&self.labels)
+    }
+
+    pub fn train_step(&mut self) -> f32 {
+        let loss = self.loss();
+        let grads = loss.backward();
+        self.opt.step(&self.encoder.params, &grads);
+        loss.item()
+    }
+}
+
+/// The nanoGPT CPU shapes (`shakespeare_char` on a laptop: 4 layers, width 128, 4 heads, context 64, no bias,
+/// tied head) with a 65-symbol vocabulary, batch 12, as a `strata-train` run on a random stream: AdamW 1e-3,
+/// betas (0.9, 0.99), weight decay 0.1 on matrices, clipping at 1.0 (nanoGPT's settings, and
+/// `benches/anchors/jax_lm_shapes.py --tied --no-bias`'s).
+pub fn nanogpt_cpu_trainer() -> train::Trainer<train::lm::LmObjective> {
+    use train::lm::{Corpus, LmConfig, LmObjective};
+    let config = LmConfig {
+        model: transformer::DecoderConfig::nanogpt_shakespeare_char(65),
+        model_seed: 0,
+        corpus: Corpus::Synthetic { tokens: 1 << 20, vocab: 65, seed: 1 },
+        batch: 12,
+        sampling: data::batch::WindowSampling::Random,
+        data_seed: 0,
+        eval_batches: 1,
+        train: train::TrainConfig {
+            steps: u64::MAX,
+            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(1e-3, 0.1) }.into(),
+            schedule: tensor::Schedule::Constant,
+            grad_clip: Some(1.0),
+            eval_interval: 0,
+            checkpoint_interval: 0,
+            log_interval: 1,
+            seed: 0,
+            progress: false,
+        },
+    };
+    let objective = LmObjective::new(&config, None).expect("synthetic corpus needs no files");
+    train::Trainer::new(config.train.clone(), objective, None).expect("valid config")
+}
+
 /// Tokens per step of the W2 LM workload (batch 16 x 128).
 pub const LM_W2_TOKENS_PER_STEP: u64 = 16 * 128;
 

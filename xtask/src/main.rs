@@ -7,6 +7,8 @@
 //! cargo xtask downstream                        README and lib.rs examples compiled as a user's crate
 //! cargo xtask smoke                             every reproduction at smoke scale, config round trip checked
 //! cargo xtask bench [criterion filter]          criterion benches, then a summary table
+//! cargo xtask bench --compare [--rounds N] [--no-torch]
+//!                                               Strata vs JAX/PyTorch anchors and numpy sgemm, interleaved
 //! cargo xtask bench-anchors                     the JAX/numpy anchor scripts, for ratios
 //! cargo xtask datamodels <run|merge|analyze> ... the datamodels CLI (`--help` for its options)
 //! cargo xtask llm-server [--port 8080] ...       a local LLM (llama.cpp, SmolLM2-135M) on 127.0.0.1, foreground
@@ -20,12 +22,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod compare;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("reproduce") => ensure_openblas().and_then(|_| reproduce(&args[1..])),
         Some("llm-server") => llm_server(&args[1..]),
         Some("test") => ensure_openblas().and_then(|_| test(&args[1..])),
+        Some("bench") if args.iter().any(|a| a == "--compare") => {
+            ensure_openblas().and_then(|_| compare::compare(&args[1..]))
+        }
         Some("bench") => ensure_openblas().and_then(|_| bench(&args[1..])),
         Some("bench-anchors") => anchors(),
         Some("datamodels") => ensure_openblas().and_then(|_| datamodels(&args[1..])),
@@ -342,16 +349,7 @@ fn anchors() -> Result {
         return Err(format!("no anchor scripts in {} (set STRATA_ANCHORS)", dir.display()));
     }
     let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let has =
-        |m: &str| Command::new(&py).args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success());
-    if !has("jax") || !has("optax") || !has("scipy") {
-        eprintln!("installing the anchors' Python packages (numpy scipy threadpoolctl jax optax)");
-        run({
-            let mut c = Command::new(&py);
-            c.args(["-m", "pip", "install", "-q", "numpy", "scipy", "threadpoolctl", "jax", "optax"]);
-            c
-        })?;
-    }
+    ensure_anchor_packages(&py)?;
     run({
         let mut c = Command::new("bash");
         c.arg(dir.join("cpu_check.sh"));
@@ -373,6 +371,21 @@ fn anchors() -> Result {
         .args(["--tied", "--no-bias"])
         .env("STRATA_ANCHORS", &dir);
     run(c)?;
+    Ok(())
+}
+
+/// Installs the anchors' Python packages with pip when one is missing.
+fn ensure_anchor_packages(py: &str) -> Result {
+    let has =
+        |m: &str| Command::new(py).args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success());
+    if !has("jax") || !has("optax") || !has("scipy") || !has("threadpoolctl") {
+        eprintln!("installing the anchors' Python packages (numpy scipy threadpoolctl jax optax)");
+        run({
+            let mut c = Command::new(py);
+            c.args(["-m", "pip", "install", "-q", "numpy", "scipy", "threadpoolctl", "jax", "optax"]);
+            c
+        })?;
+    }
     Ok(())
 }
 

@@ -337,6 +337,36 @@ pub fn cases() -> Vec<OpCase> {
                 }),
             )
         }),
+        case("attention ([b, h, t, dh]; all, causal, key padding)", |r| {
+            let (b, h, t, dh) = (1 + below(r, 2), 1 + below(r, 2), 1 + below(r, 3), 1 + below(r, 3));
+            let s = t + below(r, 3);
+            let scale = uniform::<f64>(&[1], 0.2, 1.5, r)[[0]];
+            // Key 0 of every row is real; rows whose keys are all padding are covered by the equality tests.
+            let real: Vec<bool> = (0..b * s).map(|i| i % s == 0 || r.random::<bool>()).collect();
+            let inputs = vec![n(&[b, h, t, dh], r), n(&[b, h, s, dh], r), n(&[b, h, s, dh], r)];
+            (
+                inputs,
+                Box::new(move |x| {
+                    let att = |m| Tensor::attention(&x[0], &x[1], &x[2], scale, m);
+                    &(&att(crate::AttentionMask::All) + &att(crate::AttentionMask::Causal).mul_scalar(0.7))
+                        + &att(crate::AttentionMask::KeyPadding(&real)).mul_scalar(1.3)
+                }),
+            )
+        }),
+        case("multi_head_attention / fused_self_attention ([b, t, h * dh])", |r| {
+            let (b, h, t, dh) = (1 + below(r, 2), 1 + below(r, 3), 1 + below(r, 3), 1 + below(r, 3));
+            let (s, d) = (t + below(r, 3), h * dh);
+            let real: Vec<bool> = (0..b * s).map(|i| i % s == 0 || r.random::<bool>()).collect();
+            let inputs = vec![n(&[b, t, d], r), n(&[b, s, d], r), n(&[b, s, d], r), n(&[b, t, 3 * d], r)];
+            (
+                inputs,
+                Box::new(move |x| {
+                    let mha = |m| Tensor::multi_head_attention(&x[0], &x[1], &x[2], h, m);
+                    &(&mha(crate::AttentionMask::All) + &mha(crate::AttentionMask::KeyPadding(&real)).mul_scalar(0.6))
+                        + &x[3].fused_self_attention(h, crate::AttentionMask::Causal).mul_scalar(1.4)
+                }),
+            )
+        }),
         case("layer_norm", |r| {
             let mut sx: Vec<usize> = (0..below(r, 3)).map(|_| 1 + below(r, 3)).collect();
             let d = 2 + below(r, 5);

@@ -74,7 +74,9 @@ pub use checkpoint::{
 pub use error::{Error, Result, check_loss};
 pub use float::Float;
 pub use ndarray;
-pub use ops::{Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows, matmul::runtime_setup, matmul_flops};
+pub use ops::{
+    AttentionMask, Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows, matmul::runtime_setup, matmul_flops,
+};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerState, Schedule};
 pub use rayon;
 pub use rng::{

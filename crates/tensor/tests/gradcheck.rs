@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use strata_tensor::gradcheck::{TOLERANCE, cases, check_case};
 use strata_tensor::ndarray::{ArrayD, Dimension, IxDyn};
-use strata_tensor::{Conv2dSpec, GeluApprox, Tensor, seeded};
+use strata_tensor::{AttentionMask, Conv2dSpec, GeluApprox, Tensor, seeded};
 
 use crate::arr;
 
@@ -30,6 +30,65 @@ proptest! {
         // Equal where a row keeps at least one entry; a fully masked row is 0 (fused) instead of NaN.
         for (f, c) in fused.value().iter().zip(composed.value().iter()) {
             prop_assert!((f - c).abs() < 1e-12 || (c.is_nan() && *f == 0.0) || (*c == 0.0 && *f == 0.0), "{f} vs {c}");
+        }
+    }
+
+    #[test]
+    fn fused_attention_equals_the_composition(
+        (b, h, t, extra, dh) in (1usize..3, 1usize..4, 1usize..6, 0usize..3, 1usize..5),
+        mask_kind in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        let s = t + extra;
+        let d = h * dh;
+        let rng = &mut seeded(seed);
+        let q = Tensor::leaf(strata_tensor::normal::<f64>(&[b, t, d], 0.0, 1.0, rng));
+        let k = Tensor::leaf(strata_tensor::normal::<f64>(&[b, s, d], 0.0, 1.0, rng));
+        let v = Tensor::leaf(strata_tensor::normal::<f64>(&[b, s, d], 0.0, 1.0, rng));
+        // Padding that can hide every key of a row (the fused op gives zeros there, as the composition does).
+        let real: Vec<bool> = (0..b * s).map(|i| (i as u64 * 7 + seed) % 3 != 0).collect();
+        let (mask, dense) = match mask_kind {
+            0 => (AttentionMask::All, None),
+            1 => (AttentionMask::Causal, Some(ArrayD::from_shape_fn(IxDyn(&[1, 1, t, s]), |ix| ix[3] > ix[2] + s - t))),
+            _ => (AttentionMask::KeyPadding(&real), Some(ArrayD::from_shape_fn(IxDyn(&[b, 1, 1, s]), |ix| !real[ix[0] * s + ix[3]]))),
+        };
+        let heads = |x: &Tensor<f64>, len| x.reshape(&[b, len, h, dh]).permute(&[0, 2, 1, 3]);
+        let composed = heads(&q, t)
+            .matmul(&heads(&k, s).t())
+            .scaled_masked_softmax(1.0 / (dh as f64).sqrt(), dense.as_ref())
+            .matmul(&heads(&v, s))
+            .permute(&[0, 2, 1, 3])
+            .reshape(&[b, t, d]);
+        let fused = Tensor::multi_head_attention(&q, &k, &v, h, mask);
+        let split = Tensor::attention(&heads(&q, t), &heads(&k, s), &heads(&v, s), 1.0 / (dh as f64).sqrt(), mask)
+            .permute(&[0, 2, 1, 3])
+            .reshape(&[b, t, d]);
+        let weights = Tensor::new(strata_tensor::normal::<f64>(&[b, t, d], 0.0, 1.0, rng));
+        let gc = (&composed * &weights).sum_all().backward();
+        let gf = (&fused * &weights).sum_all().backward();
+        let gs = (&split * &weights).sum_all().backward();
+        let close = |a: &ArrayD<f64>, c: &ArrayD<f64>| a.iter().zip(c.iter()).all(|(x, y)| (x - y).abs() < 1e-12);
+        prop_assert!(close(fused.value(), composed.value()), "forward: {:?} vs {:?}", fused.value(), composed.value());
+        prop_assert!(close(split.value(), composed.value()));
+        for x in [&q, &k, &v] {
+            let (f, c, sp) = (gf.get(x).expect("tracked"), gc.get(x).expect("tracked"), gs.get(x).expect("tracked"));
+            prop_assert!(close(f, c), "gradient: {f:?} vs {c:?}");
+            prop_assert!(close(sp, c));
+        }
+        if s == t && mask_kind != 2 {
+            // The fused-qkv form of the same self-attention.
+            let qkv = Tensor::leaf(strata_tensor::ndarray::concatenate(
+                strata_tensor::ndarray::Axis(2),
+                &[q.value().view(), k.value().view(), v.value().view()],
+            ).expect("same batch and length"));
+            let f = qkv.fused_self_attention(h, mask);
+            prop_assert!(close(f.value(), composed.value()));
+            let g = (&f * &weights).sum_all().backward();
+            let expect = strata_tensor::ndarray::concatenate(
+                strata_tensor::ndarray::Axis(2),
+                &[gc.get(&q).expect("q").view(), gc.get(&k).expect("k").view(), gc.get(&v).expect("v").view()],
+            ).expect("same shapes");
+            prop_assert!(close(g.get(&qkv).expect("tracked"), &expect));
         }
     }
 }

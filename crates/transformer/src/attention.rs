@@ -1,7 +1,6 @@
-//! Pieces shared by the decoder and the encoder: head reshapes, masked scaled dot-product attention and
-//! rotary position embeddings.
+//! Pieces of the decoder's attention outside the fused op (`Tensor::attention`): head reshapes for the rotary and
+//! cached paths, and rotary position embeddings.
 
-use tensor::ndarray::{ArrayD, IxDyn};
 use tensor::{Float, Tensor};
 
 /// `[b, t, h * dh] -> [b, h, t, dh]`.
@@ -14,23 +13,6 @@ pub(crate) fn split_heads<F: Float>(x: &Tensor<F>, b: usize, t: usize, h: usize)
 pub(crate) fn merge_heads<F: Float>(x: &Tensor<F>) -> Tensor<F> {
     let (b, h, t, dh) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     x.permute(&[0, 2, 1, 3]).reshape(&[b, t, h * dh])
-}
-
-/// `softmax(q k^T / sqrt(dh), masked) v` for `q: [b, h, t, dh]`, `k, v: [b, h, s, dh]`; `mask` (broadcast to
-/// `[b, h, t, s]`) is `true` where attention is forbidden.
-pub(crate) fn attend<F: Float>(q: &Tensor<F>, k: &Tensor<F>, v: &Tensor<F>, mask: Option<&ArrayD<bool>>) -> Tensor<F> {
-    let dh = q.shape()[3];
-    q.matmul(&k.t()).scaled_masked_softmax(1.0 / (dh as f64).sqrt(), mask).matmul(v)
-}
-
-/// `[1, 1, t, s]`: query `i` (at absolute position `offset + i`) may not see key `j > offset + i`.
-pub(crate) fn causal_mask(t: usize, s: usize, offset: usize) -> ArrayD<bool> {
-    ArrayD::from_shape_fn(IxDyn(&[1, 1, t, s]), |ix| ix[3] > offset + ix[2])
-}
-
-/// `[b, 1, 1, s]` from a `[b, s]` row-major mask of real tokens: padding keys are forbidden.
-pub(crate) fn padding_mask(real: &[bool], b: usize, s: usize) -> ArrayD<bool> {
-    ArrayD::from_shape_fn(IxDyn(&[b, 1, 1, s]), |ix| !real[ix[0] * s + ix[3]])
 }
 
 /// Rotary position embeddings (RoFormer; the half-split "NeoX" layout): the two halves of each head vector

@@ -7,9 +7,9 @@
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tensor::nn::{Activation, Embedding, LayerNorm, Linear, Module};
-use tensor::{Float, Params, Rng, Tensor, no_grad};
+use tensor::{AttentionMask, Float, Params, Rng, Tensor, no_grad};
 
-use crate::attention::{Rope, attend, causal_mask, merge_heads, split_heads};
+use crate::attention::{Rope, merge_heads, split_heads};
 use crate::{Error, Result};
 
 /// How positions enter the model.
@@ -191,27 +191,33 @@ impl<F: Float> DecoderLayer<F> {
             if branch_scale == 1.0 { y } else { y.mul_scalar(F::of(branch_scale)) }
         };
         let qkv = self.qkv.forward(&self.ln1.forward(x));
-        let parts = qkv.split(2, &[d, d, d]);
-        let (mut q, mut k, v) =
-            (split_heads(&parts[0], b, t, h), split_heads(&parts[1], b, t, h), split_heads(&parts[2], b, t, h));
-        if let Some(r) = rope {
-            q = r.apply(&q, start);
-            k = r.apply(&k, start);
-        }
-        let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::concat(&[&pk, &k], 2), Tensor::concat(&[&pv, &v], 2)),
+        let y = match (rope, cache) {
+            // Training and full-sequence scoring: heads are read from the fused projection in place.
+            (None, None) => qkv.fused_self_attention(h, AttentionMask::Causal),
+            (rope, cache) => {
+                let parts = qkv.split(2, &[d, d, d]);
+                let (mut q, mut k, v) =
+                    (split_heads(&parts[0], b, t, h), split_heads(&parts[1], b, t, h), split_heads(&parts[2], b, t, h));
+                if let Some(r) = rope {
+                    q = r.apply(&q, start);
+                    k = r.apply(&k, start);
+                }
+                let (k, v) = match cache {
+                    Some(slot) => {
+                        let (k, v) = match slot.take() {
+                            Some((pk, pv)) => (Tensor::concat(&[&pk, &k], 2), Tensor::concat(&[&pv, &v], 2)),
+                            None => (k, v),
+                        };
+                        *slot = Some((k.detach(), v.detach()));
+                        (k, v)
+                    }
                     None => (k, v),
                 };
-                *slot = Some((k.detach(), v.detach()));
-                (k, v)
+                // The queries are the last t of the s positions, so causal masking covers the cache too.
+                let scale = 1.0 / (c.head_dim() as f64).sqrt();
+                merge_heads(&Tensor::attention(&q, &k, &v, scale, AttentionMask::Causal))
             }
-            None => (k, v),
         };
-        let s = k.shape()[2];
-        let mask = (t > 1 || s > start + t).then(|| causal_mask(t, s, start));
-        let y = merge_heads(&attend(&q, &k, &v, mask.as_ref()));
         let x = x + drop(self.proj.forward(&y));
         let m = self.out.forward(&c.activation.apply(&self.fc.forward(&self.ln2.forward(&x))));
         &x + drop(m)

@@ -8,9 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tensor::ndarray::{ArrayD, Axis, IxDyn};
 use tensor::nn::{Activation, Embedding, LayerNorm, Linear, Module};
-use tensor::{Float, Params, Rng, Tensor, no_grad};
+use tensor::{AttentionMask, Float, Params, Rng, Tensor, no_grad};
 
-use crate::attention::{attend, merge_heads, padding_mask, split_heads};
 use crate::{Error, Result};
 
 /// HuggingFace `BertConfig` (the fields the forward pass uses; others in `config.json` are ignored).
@@ -113,20 +112,17 @@ impl<F: Float> EncoderLayer<F> {
         &self,
         x: &Tensor<F>,
         c: &BertConfig,
-        mask: Option<&ArrayD<bool>>,
+        mask: AttentionMask<'_>,
         mut dropout: Option<&mut Rng>,
     ) -> Tensor<F> {
-        let (b, t) = (x.shape()[0], x.shape()[1]);
         let heads = c.num_attention_heads;
         let p = c.hidden_dropout_prob;
         let mut drop = |y: Tensor<F>| match dropout.as_deref_mut() {
             Some(r) if p > 0.0 => y.dropout(p, r),
             _ => y,
         };
-        let q = split_heads(&self.query.forward(x), b, t, heads);
-        let k = split_heads(&self.key.forward(x), b, t, heads);
-        let v = split_heads(&self.value.forward(x), b, t, heads);
-        let y = merge_heads(&attend(&q, &k, &v, mask));
+        let (q, k, v) = (self.query.forward(x), self.key.forward(x), self.value.forward(x));
+        let y = Tensor::multi_head_attention(&q, &k, &v, heads, mask);
         let x = self.attn_ln.forward(&(x + drop(self.attn_out.forward(&y))));
         let act = c.activation().expect("validated");
         let m = self.output.forward(&act.apply(&self.intermediate.forward(&x)));
@@ -263,9 +259,9 @@ impl<F: Float> Encoder<F> {
                 h = h.dropout(c.hidden_dropout_prob, r);
             }
         }
-        let m = mask.iter().any(|&r| !r).then(|| padding_mask(mask, batch, t));
+        let m = if mask.iter().all(|&r| r) { AttentionMask::All } else { AttentionMask::KeyPadding(mask) };
         for layer in &self.layers {
-            h = layer.forward(&h, c, m.as_ref(), dropout.as_deref_mut());
+            h = layer.forward(&h, c, m, dropout.as_deref_mut());
         }
         Ok(h)
     }

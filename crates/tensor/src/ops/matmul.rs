@@ -56,7 +56,7 @@ pub fn matmul_flops() -> u64 {
     MATMUL_FLOPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-fn count_flops(m: usize, n: usize, k: usize) {
+pub(crate) fn count_flops(m: usize, n: usize, k: usize) {
     MATMUL_FLOPS.fetch_add(2 * (m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
 }
 

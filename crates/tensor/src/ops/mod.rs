@@ -2,6 +2,7 @@
 //! closure that turns the output's gradient into its inputs' gradients. Gradient checks live in
 //! `tests/gradcheck.rs`, one per op.
 
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub mod loss;
@@ -11,6 +12,7 @@ pub(crate) mod nn;
 pub(crate) mod reduce;
 pub(crate) mod shape;
 
+pub use attention::AttentionMask;
 pub use conv::Conv2dSpec;
 pub use elementwise::GeluApprox;
 

@@ -1,0 +1,421 @@
+//! Multi-head scaled dot-product attention as one op: `softmax(scale * q k^T, mask) v` per (batch, head), forward
+//! and backward together. Heads are read and written in place through strides, so the projections' outputs
+//! (`[b, t, d]` with heads side by side, or a fused `[b, t, 3d]` qkv) need no split, permute or merge copies;
+//! the attention probabilities are the only saved activation. Each (batch, head) is one task of single-threaded
+//! products, so results do not depend on the thread count.
+
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+use super::matmul::{count_flops, runtime_setup};
+use crate::{Float, Tensor};
+
+/// Which keys each query may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionMask<'a> {
+    /// Every key.
+    All,
+    /// Query `i` of `t` sees keys `0..=i + (s - t)` of `s` (the queries are the last `t` positions: with a cache
+    /// of earlier keys, `s > t`).
+    Causal,
+    /// `[b, s]` row-major, `true` for real tokens: padding keys are never seen. A query whose keys are all
+    /// padding gets zeros.
+    KeyPadding(&'a [bool]),
+}
+
+/// Where head `h` of batch element `b` starts in a flat buffer, and the distance between its rows.
+#[derive(Debug, Clone, Copy)]
+struct HeadLayout {
+    base: usize,
+    batch_stride: usize,
+    head_stride: usize,
+    row_stride: usize,
+}
+
+impl HeadLayout {
+    /// `[b, h, rows, dh]` in standard layout.
+    fn split(heads: usize, rows: usize, dh: usize) -> Self {
+        HeadLayout { base: 0, batch_stride: heads * rows * dh, head_stride: rows * dh, row_stride: dh }
+    }
+
+    /// Head `h` is columns `offset + h * dh ..` of a `[b, rows, width]` array.
+    fn interleaved(rows: usize, width: usize, offset: usize, dh: usize) -> Self {
+        HeadLayout { base: offset, batch_stride: rows * width, head_stride: dh, row_stride: width }
+    }
+
+    fn at(&self, b: usize, h: usize) -> usize {
+        self.base + b * self.batch_stride + h * self.head_stride
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    batch: usize,
+    heads: usize,
+    t: usize,
+    s: usize,
+    dh: usize,
+}
+
+/// A pointer that tasks share to write disjoint regions (every (batch, head) owns its rows' head columns).
+#[derive(Clone, Copy)]
+struct SharedMut<F>(*mut F);
+// SAFETY: used only to write regions that no two tasks share (see each use).
+unsafe impl<F: Send> Send for SharedMut<F> {}
+unsafe impl<F: Send> Sync for SharedMut<F> {}
+
+impl<F> SharedMut<F> {
+    /// A method, so closures capture the whole (Send) wrapper rather than its raw field.
+    fn ptr(self) -> *mut F {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+enum OwnedMask {
+    All,
+    Causal,
+    KeyPadding(Vec<bool>),
+}
+
+impl OwnedMask {
+    fn of(m: AttentionMask<'_>) -> Self {
+        match m {
+            AttentionMask::All => OwnedMask::All,
+            AttentionMask::Causal => OwnedMask::Causal,
+            AttentionMask::KeyPadding(r) => OwnedMask::KeyPadding(r.to_vec()),
+        }
+    }
+
+    /// The keys query `i` of batch element `b` may see, as a range of allowed indices plus (for padding) a filter.
+    fn visible(&self, d: &Dims, b: usize, i: usize) -> (usize, Option<&[bool]>) {
+        match self {
+            OwnedMask::All => (d.s, None),
+            OwnedMask::Causal => ((i + 1 + d.s - d.t).min(d.s), None),
+            OwnedMask::KeyPadding(real) => (d.s, Some(&real[b * d.s..(b + 1) * d.s])),
+        }
+    }
+}
+
+/// `c = alpha * a @ b` (`beta` 0: `c` is not read) with explicit strides.
+///
+/// # Safety
+/// The pointers with their strides must address `m x k`, `k x n` and `m x n` elements inside their buffers, and
+/// `c` must not be written by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm<F: Float>(
+    (m, k, n): (usize, usize, usize),
+    alpha: F,
+    a: (*const F, usize, usize),
+    b: (*const F, usize, usize),
+    c: (*mut F, usize),
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        F::gemm_raw(
+            m,
+            k,
+            n,
+            alpha,
+            a.0,
+            a.1 as isize,
+            a.2 as isize,
+            b.0,
+            b.1 as isize,
+            b.2 as isize,
+            F::zero(),
+            c.0,
+            c.1 as isize,
+            1,
+        )
+    }
+}
+
+/// Forward for every (batch, head): `probs` (`[b, h, t, s]`) gets the attention weights, `out` the result.
+#[allow(clippy::too_many_arguments)]
+fn forward<F: Float>(
+    d: Dims,
+    scale: F,
+    mask: &OwnedMask,
+    (q, ql): (&[F], HeadLayout),
+    (k, kl): (&[F], HeadLayout),
+    (v, vl): (&[F], HeadLayout),
+    (out, ol): (&mut [F], HeadLayout),
+    probs: &mut [F],
+) {
+    runtime_setup();
+    count_flops(d.batch * d.heads * d.t, d.s, d.dh);
+    count_flops(d.batch * d.heads * d.t, d.dh, d.s);
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let work = |(i, p): (usize, &mut [F])| {
+        let (b, h) = (i / d.heads, i % d.heads);
+        // SAFETY: the layouts address this head's rows inside q, k, v and out (checked by the callers' shapes);
+        // p is this task's own t x s block; out's head block is written by this task only.
+        unsafe {
+            gemm(
+                (d.t, d.dh, d.s),
+                scale,
+                (q.as_ptr().add(ql.at(b, h)), ql.row_stride, 1),
+                (k.as_ptr().add(kl.at(b, h)), 1, kl.row_stride),
+                (p.as_mut_ptr(), d.s),
+            );
+        }
+        for (row, pr) in p.chunks_mut(d.s).enumerate() {
+            softmax_row(pr, mask.visible(&d, b, row));
+        }
+        // SAFETY: as above.
+        unsafe {
+            gemm(
+                (d.t, d.s, d.dh),
+                F::one(),
+                (p.as_ptr(), d.s, 1),
+                (v.as_ptr().add(vl.at(b, h)), vl.row_stride, 1),
+                (out_ptr.ptr().add(ol.at(b, h)), ol.row_stride),
+            );
+        }
+    };
+    let blocks = probs.chunks_mut(d.t * d.s).enumerate();
+    if d.batch * d.heads > 1 && d.batch * d.heads * d.t * d.s * d.dh >= 1 << 15 {
+        blocks.collect::<Vec<_>>().into_par_iter().for_each(work);
+    } else {
+        blocks.for_each(work);
+    }
+}
+
+/// Softmax over the visible entries of one row of scores (already scaled); the others become 0.
+fn softmax_row<F: Float>(row: &mut [F], (end, real): (usize, Option<&[bool]>)) {
+    let keep = |j: usize| j < end && real.is_none_or(|r| r[j]);
+    let mut mx = F::neg_infinity();
+    for (j, &x) in row.iter().enumerate() {
+        if keep(j) && x > mx {
+            mx = x;
+        }
+    }
+    if mx == F::neg_infinity() {
+        row.iter_mut().for_each(|x| *x = F::zero());
+        return;
+    }
+    let mut sum = F::zero();
+    for (j, x) in row.iter_mut().enumerate() {
+        let e = if keep(j) { (*x - mx).exp_fast() } else { F::zero() };
+        *x = e;
+        sum += e;
+    }
+    let inv = F::one() / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Backward for every (batch, head), from the saved `probs`: writes dq, dk, dv (each region once).
+#[allow(clippy::too_many_arguments)]
+fn backward<F: Float>(
+    d: Dims,
+    scale: F,
+    probs: &[F],
+    (g, gl): (&[F], HeadLayout),
+    (q, ql): (&[F], HeadLayout),
+    (k, kl): (&[F], HeadLayout),
+    (v, vl): (&[F], HeadLayout),
+    grads: [(SharedMut<F>, HeadLayout); 3],
+) {
+    count_flops(4 * d.batch * d.heads * d.t, d.s, d.dh);
+    let [(dq, dql), (dk, dkl), (dv, dvl)] = grads;
+    let work = |(i, p): (usize, &[F])| {
+        let (b, h) = (i / d.heads, i % d.heads);
+        let mut ds = vec![F::zero(); d.t * d.s];
+        // SAFETY: the layouts address this head's rows inside their buffers; dq, dk and dv's head blocks are
+        // written by this task only; ds is this task's own buffer.
+        unsafe {
+            // dP = dO V^T
+            gemm(
+                (d.t, d.dh, d.s),
+                F::one(),
+                (g.as_ptr().add(gl.at(b, h)), gl.row_stride, 1),
+                (v.as_ptr().add(vl.at(b, h)), 1, vl.row_stride),
+                (ds.as_mut_ptr(), d.s),
+            );
+            // dV = P^T dO
+            gemm(
+                (d.s, d.t, d.dh),
+                F::one(),
+                (p.as_ptr(), 1, d.s),
+                (g.as_ptr().add(gl.at(b, h)), gl.row_stride, 1),
+                (dv.ptr().add(dvl.at(b, h)), dvl.row_stride),
+            );
+        }
+        // dS = P (dP - rowsum(P dP)); hidden entries have P = 0 and get no gradient.
+        for (dr, pr) in ds.chunks_mut(d.s).zip(p.chunks(d.s)) {
+            let dot: F = dr.iter().zip(pr).map(|(&a, &b)| a * b).sum();
+            dr.iter_mut().zip(pr).for_each(|(x, &pv)| *x = pv * (*x - dot));
+        }
+        // SAFETY: as above.
+        unsafe {
+            // dQ = scale dS K, dK = scale dS^T Q
+            gemm(
+                (d.t, d.s, d.dh),
+                scale,
+                (ds.as_ptr(), d.s, 1),
+                (k.as_ptr().add(kl.at(b, h)), kl.row_stride, 1),
+                (dq.ptr().add(dql.at(b, h)), dql.row_stride),
+            );
+            gemm(
+                (d.s, d.t, d.dh),
+                scale,
+                (ds.as_ptr(), 1, d.s),
+                (q.as_ptr().add(ql.at(b, h)), ql.row_stride, 1),
+                (dk.ptr().add(dkl.at(b, h)), dkl.row_stride),
+            );
+        }
+    };
+    let blocks = probs.chunks(d.t * d.s).enumerate();
+    if d.batch * d.heads > 1 && d.batch * d.heads * d.t * d.s * d.dh >= 1 << 15 {
+        blocks.collect::<Vec<_>>().into_par_iter().for_each(work);
+    } else {
+        blocks.for_each(work);
+    }
+}
+
+#[track_caller]
+fn check_mask(mask: AttentionMask<'_>, d: &Dims) {
+    if let AttentionMask::KeyPadding(real) = mask {
+        assert_eq!(
+            real.len(),
+            d.batch * d.s,
+            "attention: padding mask has {} entries for [{}, {}]",
+            real.len(),
+            d.batch,
+            d.s
+        );
+    }
+    if mask == AttentionMask::Causal {
+        assert!(d.s >= d.t, "attention: causal mask needs at least as many keys ({}) as queries ({})", d.s, d.t);
+    }
+}
+
+fn owned<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
+    match x.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+    }
+}
+
+impl<F: Float> Tensor<F> {
+    /// `softmax(scale * q k^T, mask) v` for `q: [b, h, t, dh]` and `k, v: [b, h, s, dh]`; returns `[b, h, t, dh]`.
+    #[track_caller]
+    pub fn attention(q: &Tensor<F>, k: &Tensor<F>, v: &Tensor<F>, scale: f64, mask: AttentionMask<'_>) -> Tensor<F> {
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        assert!(
+            qs.len() == 4 && ks.len() == 4 && ks == vs && qs[0] == ks[0] && qs[1] == ks[1] && qs[3] == ks[3],
+            "attention: q {qs:?}, k {ks:?}, v {vs:?} must be [b, h, t, dh], [b, h, s, dh], [b, h, s, dh]"
+        );
+        let d = Dims { batch: qs[0], heads: qs[1], t: qs[2], s: ks[2], dh: qs[3] };
+        check_mask(mask, &d);
+        let (lq, lk) = (HeadLayout::split(d.heads, d.t, d.dh), HeadLayout::split(d.heads, d.s, d.dh));
+        let (qa, ka, va) = (
+            q.value().as_standard_layout().into_owned(),
+            k.value().as_standard_layout().into_owned(),
+            v.value().as_standard_layout().into_owned(),
+        );
+        let mut out = ArrayD::<F>::zeros(IxDyn(&[d.batch, d.heads, d.t, d.dh]));
+        let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
+        let (mask, scale) = (OwnedMask::of(mask), F::of(scale));
+        let (qsl, ksl, vsl) =
+            (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+        forward(d, scale, &mask, (qsl, lq), (ksl, lk), (vsl, lk), (out.as_slice_mut().expect("fresh"), lq), &mut probs);
+        Tensor::from_op(out, &[q, k, v], move |g, _| {
+            let g = owned(g);
+            let mut dq = ArrayD::<F>::zeros(qa.raw_dim());
+            let mut dk = ArrayD::<F>::zeros(ka.raw_dim());
+            let mut dv = ArrayD::<F>::zeros(va.raw_dim());
+            let ptr = |a: &mut ArrayD<F>| SharedMut(a.as_mut_ptr());
+            let grads = [(ptr(&mut dq), lq), (ptr(&mut dk), lk), (ptr(&mut dv), lk)];
+            let (qsl, ksl, vsl) =
+                (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+            backward(d, scale, &probs, (&g, lq), (qsl, lq), (ksl, lk), (vsl, lk), grads);
+            vec![Some(dq), Some(dk), Some(dv)]
+        })
+    }
+
+    /// Multi-head attention on projections with heads side by side: `q: [b, t, h * dh]`, `k, v: [b, s, h * dh]`,
+    /// scale `1 / sqrt(dh)`; returns `[b, t, h * dh]` with the heads merged (BERT's self-attention without the
+    /// split/merge copies).
+    #[track_caller]
+    pub fn multi_head_attention(
+        q: &Tensor<F>,
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        heads: usize,
+        mask: AttentionMask<'_>,
+    ) -> Tensor<F> {
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        assert!(
+            qs.len() == 3
+                && ks == vs
+                && ks.len() == 3
+                && qs[0] == ks[0]
+                && qs[2] == ks[2]
+                && heads > 0
+                && qs[2] % heads == 0,
+            "multi_head_attention: q {qs:?}, k {ks:?}, v {vs:?} must be [b, t, d], [b, s, d], [b, s, d] with d divisible by {heads} heads"
+        );
+        let width = qs[2];
+        let d = Dims { batch: qs[0], heads, t: qs[1], s: ks[1], dh: width / heads };
+        check_mask(mask, &d);
+        let lq = HeadLayout::interleaved(d.t, width, 0, d.dh);
+        let lk = HeadLayout::interleaved(d.s, width, 0, d.dh);
+        let (qa, ka, va) = (
+            q.value().as_standard_layout().into_owned(),
+            k.value().as_standard_layout().into_owned(),
+            v.value().as_standard_layout().into_owned(),
+        );
+        let mut out = ArrayD::<F>::zeros(IxDyn(&[d.batch, d.t, width]));
+        let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
+        let (mask, scale) = (OwnedMask::of(mask), F::of(1.0 / (d.dh as f64).sqrt()));
+        let (qsl, ksl, vsl) =
+            (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+        forward(d, scale, &mask, (qsl, lq), (ksl, lk), (vsl, lk), (out.as_slice_mut().expect("fresh"), lq), &mut probs);
+        Tensor::from_op(out, &[q, k, v], move |g, _| {
+            let g = owned(g);
+            let mut dq = ArrayD::<F>::zeros(qa.raw_dim());
+            let mut dk = ArrayD::<F>::zeros(ka.raw_dim());
+            let mut dv = ArrayD::<F>::zeros(va.raw_dim());
+            let ptr = |a: &mut ArrayD<F>| SharedMut(a.as_mut_ptr());
+            let grads = [(ptr(&mut dq), lq), (ptr(&mut dk), lk), (ptr(&mut dv), lk)];
+            let (qsl, ksl, vsl) =
+                (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+            backward(d, scale, &probs, (&g, lq), (qsl, lq), (ksl, lk), (vsl, lk), grads);
+            vec![Some(dq), Some(dk), Some(dv)]
+        })
+    }
+
+    /// Multi-head self-attention from a fused projection `[b, t, 3d]` (q, k, v as consecutive `d`-wide blocks, each
+    /// `heads` heads side by side; GPT-2's `c_attn` layout), scale `1 / sqrt(d / heads)`; returns `[b, t, d]`.
+    #[track_caller]
+    pub fn fused_self_attention(&self, heads: usize, mask: AttentionMask<'_>) -> Tensor<F> {
+        let s = self.shape();
+        assert!(
+            s.len() == 3 && s[2] % 3 == 0 && heads > 0 && (s[2] / 3) % heads == 0,
+            "fused_self_attention: qkv {s:?} must be [b, t, 3d] with d divisible by {heads} heads"
+        );
+        let (width, d_model) = (s[2], s[2] / 3);
+        let d = Dims { batch: s[0], heads, t: s[1], s: s[1], dh: d_model / heads };
+        check_mask(mask, &d);
+        let at = |offset| HeadLayout::interleaved(d.t, width, offset, d.dh);
+        let (lq, lk, lv) = (at(0), at(d_model), at(2 * d_model));
+        let lo = HeadLayout::interleaved(d.t, d_model, 0, d.dh);
+        let x = self.value().as_standard_layout().into_owned();
+        let mut out = ArrayD::<F>::zeros(IxDyn(&[d.batch, d.t, d_model]));
+        let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
+        let (mask, scale) = (OwnedMask::of(mask), F::of(1.0 / (d.dh as f64).sqrt()));
+        let xs = x.as_slice().expect("standard");
+        forward(d, scale, &mask, (xs, lq), (xs, lk), (xs, lv), (out.as_slice_mut().expect("fresh"), lo), &mut probs);
+        Tensor::from_op(out, &[self], move |g, _| {
+            let g = owned(g);
+            let mut dx = ArrayD::<F>::zeros(x.raw_dim());
+            let p = SharedMut(dx.as_mut_ptr());
+            let xs = x.as_slice().expect("standard");
+            // q, k and v's gradients are disjoint column blocks of one array.
+            backward(d, scale, &probs, (&g, lo), (xs, lq), (xs, lk), (xs, lv), [(p, lq), (p, lk), (p, lv)]);
+            vec![Some(dx)]
+        })
+    }
+}
