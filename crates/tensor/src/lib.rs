@@ -75,7 +75,10 @@ pub use error::{Error, Result, check_loss};
 pub use float::Float;
 pub use ndarray;
 pub use ops::{
-    AttentionMask, Conv2dSpec, GeluApprox, broadcast_shapes, loss::argmax_rows, matmul::runtime_setup, matmul_flops,
+    AttentionMask, Conv2dSpec, GeluApprox, broadcast_shapes,
+    loss::argmax_rows,
+    matmul::{GemmBackend, gemm_backend, openblas_core, runtime_setup, set_gemm_backend},
+    matmul_flops,
 };
 pub use optim::{Optimizer, OptimizerConfig, OptimizerState, Schedule};
 pub use rayon;

@@ -88,8 +88,9 @@ fn gemm_blocks<F: Float>(
     mut c: ndarray::ArrayViewMut2<F>,
 ) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    let backend = gemm_backend();
     if m * n * k < 1 << 21 || m.max(n) < 64 {
-        general_mat_mul(F::one(), &a, &b, beta, &mut c);
+        gemm_one(backend, a, b, beta, c);
     } else if m < n {
         gemm_blocks(b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes());
     } else {
@@ -98,8 +99,96 @@ fn gemm_blocks<F: Float>(
         c.axis_chunks_iter_mut(ndarray::Axis(0), rows)
             .into_par_iter()
             .zip(a_blocks.into_par_iter())
-            .for_each(|(mut cb, ab)| general_mat_mul(F::one(), &ab, &b, beta, &mut cb));
+            .for_each(|(cb, ab)| gemm_one(backend, ab, b, beta, cb));
     }
+}
+
+/// One single-threaded product `c = a @ b + beta * c` on the chosen backend.
+fn gemm_one<F: Float>(
+    backend: GemmBackend,
+    a: ndarray::ArrayView2<F>,
+    b: ndarray::ArrayView2<F>,
+    beta: F,
+    mut c: ndarray::ArrayViewMut2<F>,
+) {
+    match backend {
+        GemmBackend::OpenBlas => general_mat_mul(F::one(), &a, &b, beta, &mut c),
+        GemmBackend::MatrixMultiply => {
+            let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+            let (sa, sb) = (a.strides(), b.strides());
+            let (rsc, csc) = (c.strides()[0], c.strides()[1]);
+            // SAFETY: the views' pointers and element strides describe m x k, k x n and m x n matrices that
+            // live as long as the views; `c` is borrowed mutably, so nothing else writes it.
+            unsafe {
+                F::gemm_raw(
+                    m,
+                    k,
+                    n,
+                    F::one(),
+                    a.as_ptr(),
+                    sa[0],
+                    sa[1],
+                    b.as_ptr(),
+                    sb[0],
+                    sb[1],
+                    beta,
+                    c.as_mut_ptr(),
+                    rsc,
+                    csc,
+                )
+            }
+        }
+    }
+}
+
+/// Which library runs the single-threaded products of the linear layers and convolutions (Strata parallelises
+/// over blocks of the output itself, so either gives results that do not depend on the thread count; the two
+/// differ from each other in rounding). Batched products (attention) always use matrixmultiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmBackend {
+    /// The system OpenBLAS (its kernels are chosen at load time from the CPU, or by `OPENBLAS_CORETYPE`).
+    OpenBlas,
+    /// The `matrixmultiply` crate, with its AVX-512 / AVX2+FMA kernels chosen from the CPU at run time.
+    MatrixMultiply,
+}
+
+static GEMM_BACKEND: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The backend in use: set by [`set_gemm_backend`], else by `STRATA_GEMM=openblas|matrixmultiply`, else OpenBLAS.
+/// OpenBLAS stays the default by measurement (docs/performance.md, `gemm_backends`): on the workloads' shapes it
+/// was as fast or faster than matrixmultiply, also with `OPENBLAS_CORETYPE=Haswell` on an AVX-512 machine.
+pub fn gemm_backend() -> GemmBackend {
+    use std::sync::atomic::Ordering;
+    match GEMM_BACKEND.load(Ordering::Relaxed) {
+        1 => return GemmBackend::OpenBlas,
+        2 => return GemmBackend::MatrixMultiply,
+        _ => {}
+    }
+    let chosen = match std::env::var("STRATA_GEMM").ok().as_deref() {
+        Some("matrixmultiply") => GemmBackend::MatrixMultiply,
+        _ => GemmBackend::OpenBlas,
+    };
+    set_gemm_backend(chosen);
+    chosen
+}
+
+/// Chooses the backend for the rest of the process (benchmarks compare them this way).
+pub fn set_gemm_backend(backend: GemmBackend) {
+    let code = match backend {
+        GemmBackend::OpenBlas => 1,
+        GemmBackend::MatrixMultiply => 2,
+    };
+    GEMM_BACKEND.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+unsafe extern "C" {
+    fn openblas_get_corename() -> *const std::os::raw::c_char;
+}
+
+/// The name of the kernel set OpenBLAS runs (`Cooperlake`, `SkylakeX`, `Haswell`, ...).
+pub fn openblas_core() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string owned by OpenBLAS.
+    unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }.to_string_lossy().into_owned()
 }
 
 /// `a @ b` for 2-D arrays through BLAS (ndarray picks sgemm/dgemm for contiguous or transposed layouts).
@@ -242,21 +331,29 @@ impl<F: Float> Tensor<F> {
         let k = w.shape()[0];
         let n = w.shape()[1];
         let rows = self.len() / k.max(1);
-        let x2 = self.value().as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, k])).expect("size");
-        let y = mm2(view2(&x2), view2(w.value()));
+        // A contiguous input is used in place (and kept, not copied, for the weight gradient).
+        let x = if self.value().is_standard_layout() {
+            self.clone()
+        } else {
+            Tensor::new(self.value().as_standard_layout().into_owned())
+        };
+        let y = mm2(x.value().view().into_shape_with_order((rows, k)).expect("standard layout"), view2(w.value()));
         let mut out_shape = self.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 2") = n;
         let v = y.into_dyn().into_shape_with_order(IxDyn(&out_shape)).expect("size");
         let in_shape = self.shape().to_vec();
         let wc = w.clone();
-        let x2 = if w.is_tracked() { Some(x2) } else { None };
+        let x = if w.is_tracked() { Some(x) } else { None };
         Tensor::from_op(v, &[self, w], move |g, needs| {
-            let g2 = g.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, n])).expect("size");
+            let g = g.as_standard_layout();
+            let g2 = g.view().into_shape_with_order((rows, n)).expect("standard layout");
             let gx = needs[0].then(|| {
-                mm2(view2(&g2), view2(wc.value()).t()).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
+                mm2(g2, view2(wc.value()).t()).into_dyn().into_shape_with_order(IxDyn(&in_shape)).expect("size")
             });
-            let gw =
-                needs[1].then(|| mm2(view2(x2.as_ref().expect("kept for weight grad")).t(), view2(&g2)).into_dyn());
+            let gw = needs[1].then(|| {
+                let x = x.as_ref().expect("kept for weight grad");
+                mm2(x.value().view().into_shape_with_order((rows, k)).expect("standard layout").t(), g2).into_dyn()
+            });
             vec![gx, gw]
         })
     }
