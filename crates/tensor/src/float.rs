@@ -78,11 +78,15 @@ impl Float for f32 {
         let x = self.clamp(-87.0, 88.0);
         // Round to nearest by adding and subtracting 1.5 * 2^23 (no `floor` call on baseline x86-64).
         const SHIFTER: f32 = 12_582_912.0;
-        let k = (x * LOG2E + SHIFTER) - SHIFTER;
+        let shifted = x * LOG2E + SHIFTER;
+        let k = shifted - SHIFTER;
         let r = x - k * LN2_HI - k * LN2_LO;
         let p =
             1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-        p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+        // k as an integer read from the bits (ulp 1 in [2^23, 2^24)): `k as i32` is a saturating conversion
+        // that keeps loops over this function from vectorising.
+        let k_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits()) as i32;
+        p * f32::from_bits(((k_int + 127) as u32) << 23)
     }
     #[inline]
     fn of(x: f64) -> Self {

@@ -182,27 +182,39 @@ fn forward<F: Float>(
     }
 }
 
-/// Softmax over the visible entries of one row of scores (already scaled); the others become 0.
+/// Softmax over the visible entries of one row of scores (already scaled); the others become 0. Without padding
+/// the visible keys are a prefix, so the passes are branch-free and vectorise; sums use 8 fixed lanes (the same
+/// order on every machine and thread count).
 fn softmax_row<F: Float>(row: &mut [F], (end, real): (usize, Option<&[bool]>)) {
-    let keep = |j: usize| j < end && real.is_none_or(|r| r[j]);
-    let mut mx = F::neg_infinity();
-    for (j, &x) in row.iter().enumerate() {
-        if keep(j) && x > mx {
-            mx = x;
+    let (live, hidden) = row.split_at_mut(end);
+    hidden.iter_mut().for_each(|x| *x = F::zero());
+    if let Some(real) = real {
+        let real = &real[..end];
+        if !real.iter().any(|&r| r) {
+            live.iter_mut().for_each(|x| *x = F::zero());
+            return;
+        }
+        let mx =
+            live.iter().zip(real).filter(|(_, r)| **r).fold(F::neg_infinity(), |m, (&x, _)| if x > m { x } else { m });
+        live.iter_mut().zip(real).for_each(|(x, &r)| *x = if r { (*x - mx).exp_fast() } else { F::zero() });
+    } else {
+        if live.is_empty() {
+            return;
+        }
+        let mx = live.iter().fold(F::neg_infinity(), |m, &x| if x > m { x } else { m });
+        live.iter_mut().for_each(|x| *x = (*x - mx).exp_fast());
+    }
+    let mut lanes = [F::zero(); 8];
+    let mut chunks = live.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += x;
         }
     }
-    if mx == F::neg_infinity() {
-        row.iter_mut().for_each(|x| *x = F::zero());
-        return;
-    }
-    let mut sum = F::zero();
-    for (j, x) in row.iter_mut().enumerate() {
-        let e = if keep(j) { (*x - mx).exp_fast() } else { F::zero() };
-        *x = e;
-        sum += e;
-    }
+    let tail: F = chunks.remainder().iter().copied().sum();
+    let sum = lanes.iter().copied().sum::<F>() + tail;
     let inv = F::one() / sum;
-    row.iter_mut().for_each(|x| *x *= inv);
+    live.iter_mut().for_each(|x| *x *= inv);
 }
 
 /// Backward for every (batch, head), from the saved `probs`: writes dq, dk, dv (each region once).
