@@ -259,29 +259,8 @@ impl EncoderWorkload {
 /// betas (0.9, 0.99), weight decay 0.1 on matrices, clipping at 1.0 (nanoGPT's settings, and
 /// `benches/anchors/jax_lm_shapes.py --tied --no-bias`'s).
 pub fn nanogpt_cpu_trainer() -> train::Trainer<train::lm::LmObjective> {
-    use train::lm::{Corpus, LmConfig, LmObjective};
-    let config = LmConfig {
-        model: transformer::DecoderConfig::nanogpt_shakespeare_char(65),
-        model_seed: 0,
-        corpus: Corpus::Synthetic { tokens: 1 << 20, vocab: 65, seed: 1 },
-        batch: 12,
-        sampling: data::batch::WindowSampling::Random,
-        data_seed: 0,
-        eval_batches: 1,
-        train: train::TrainConfig {
-            steps: u64::MAX,
-            optimizer: AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(1e-3, 0.1) }.into(),
-            schedule: tensor::Schedule::Constant,
-            grad_clip: Some(1.0),
-            eval_interval: 0,
-            checkpoint_interval: 0,
-            log_interval: 1,
-            seed: 0,
-            progress: false,
-        },
-    };
-    let objective = LmObjective::new(&config, None).expect("synthetic corpus needs no files");
-    train::Trainer::new(config.train.clone(), objective, None).expect("valid config")
+    let adamw = AdamConfig { beta2: 0.99, decay_matrices_only: true, ..AdamConfig::adamw(1e-3, 0.1) };
+    synthetic_lm_trainer(transformer::DecoderConfig::nanogpt_shakespeare_char(65), 65, 12, adamw, Some(1.0), None)
 }
 
 /// Tokens per step of the W2 LM workload (batch 16 x 128).
@@ -290,29 +269,7 @@ pub const LM_W2_TOKENS_PER_STEP: u64 = 16 * 128;
 /// The W2 LM workload ([`w2_decoder_config`], T 128, B 16, AdamW 3e-4 / wd 0.1) as a `strata-train` run on a random byte stream, writing its
 /// metrics under `dir`. Each `logged_step` is one full trainer step.
 pub fn lm_trainer_w2(dir: &std::path::Path) -> train::Trainer<train::lm::LmObjective> {
-    use train::lm::{Corpus, LmConfig, LmObjective};
-    let config = LmConfig {
-        model: w2_decoder_config(128),
-        model_seed: 0,
-        corpus: Corpus::Synthetic { tokens: 1 << 20, vocab: 256, seed: 1 },
-        batch: 16,
-        sampling: data::batch::WindowSampling::Random,
-        data_seed: 0,
-        eval_batches: 1,
-        train: train::TrainConfig {
-            steps: u64::MAX,
-            optimizer: tensor::optim::AdamConfig::adamw(3e-4, 0.1).into(),
-            schedule: tensor::Schedule::Constant,
-            grad_clip: None,
-            eval_interval: 0,
-            checkpoint_interval: 0,
-            log_interval: 1,
-            seed: 0,
-            progress: false,
-        },
-    };
-    let objective = LmObjective::new(&config, None).expect("synthetic corpus needs no files");
-    train::Trainer::new(config.train.clone(), objective, Some(dir)).expect("valid config")
+    synthetic_lm_trainer(w2_decoder_config(128), 256, 16, AdamConfig::adamw(3e-4, 0.1), None, Some(dir))
 }
 
 /// A trainer for the `growth/midas` quick shapes (width 128, 4 heads, rotary, context 64, batch 12) at `layers`
@@ -323,28 +280,42 @@ pub fn growth_stage_trainer(layers: usize) -> train::Trainer<train::lm::LmObject
 
 /// [`growth_stage_trainer`] at another context length (the full `growth/midas` config uses 128).
 pub fn growth_stage_trainer_at(layers: usize, context: usize) -> train::Trainer<train::lm::LmObjective> {
+    let model = transformer::DecoderConfig {
+        vocab_size: 0,
+        context,
+        d_model: 128,
+        n_layers: layers,
+        n_heads: 4,
+        positions: transformer::Positions::Rotary,
+        ..transformer::DecoderConfig::default()
+    };
+    synthetic_lm_trainer(model, 256, 12, AdamConfig::adamw(2e-3, 0.1), Some(1.0), None)
+}
+
+/// A `strata-train` LM run of `model` on a random stream of `vocab` symbols: constant learning rate, no evaluation
+/// or checkpoints, a metrics line every step (under `dir` when given).
+fn synthetic_lm_trainer(
+    model: transformer::DecoderConfig,
+    vocab: usize,
+    batch: usize,
+    optimizer: AdamConfig,
+    grad_clip: Option<f64>,
+    dir: Option<&std::path::Path>,
+) -> train::Trainer<train::lm::LmObjective> {
     use train::lm::{Corpus, LmConfig, LmObjective};
     let config = LmConfig {
-        model: transformer::DecoderConfig {
-            vocab_size: 0,
-            context,
-            d_model: 128,
-            n_layers: layers,
-            n_heads: 4,
-            positions: transformer::Positions::Rotary,
-            ..transformer::DecoderConfig::default()
-        },
+        model,
         model_seed: 0,
-        corpus: Corpus::Synthetic { tokens: 1 << 20, vocab: 256, seed: 1 },
-        batch: 12,
+        corpus: Corpus::Synthetic { tokens: 1 << 20, vocab, seed: 1 },
+        batch,
         sampling: data::batch::WindowSampling::Random,
         data_seed: 0,
         eval_batches: 1,
         train: train::TrainConfig {
             steps: u64::MAX,
-            optimizer: tensor::optim::AdamConfig::adamw(2e-3, 0.1).into(),
+            optimizer: optimizer.into(),
             schedule: tensor::Schedule::Constant,
-            grad_clip: Some(1.0),
+            grad_clip,
             eval_interval: 0,
             checkpoint_interval: 0,
             log_interval: 1,
@@ -353,7 +324,7 @@ pub fn growth_stage_trainer_at(layers: usize, context: usize) -> train::Trainer<
         },
     };
     let objective = LmObjective::new(&config, None).expect("synthetic corpus needs no files");
-    train::Trainer::new(config.train.clone(), objective, None).expect("valid config")
+    train::Trainer::new(config.train.clone(), objective, dir).expect("valid config")
 }
 
 #[cfg(test)]

@@ -310,6 +310,41 @@ fn owned<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
     }
 }
 
+/// The op for separate q, k, v tensors: `lq` is the layout of q and of the output (shaped `out_shape`), `lk` of
+/// k and v.
+#[allow(clippy::too_many_arguments)]
+fn attend_separate<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    d: Dims,
+    (lq, lk): (HeadLayout, HeadLayout),
+    out_shape: &[usize],
+    scale: F,
+    mask: AttentionMask<'_>,
+) -> Tensor<F> {
+    let standard = |x: &Tensor<F>| x.value().as_standard_layout().into_owned();
+    let (qa, ka, va) = (standard(q), standard(k), standard(v));
+    let mut out = ArrayD::<F>::zeros(IxDyn(out_shape));
+    let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
+    let mask = OwnedMask::of(mask);
+    let (qsl, ksl, vsl) =
+        (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+    forward(d, scale, &mask, (qsl, lq), (ksl, lk), (vsl, lk), (out.as_slice_mut().expect("fresh"), lq), &mut probs);
+    Tensor::from_op(out, &[q, k, v], move |g, _| {
+        let g = owned(g);
+        let mut dq = ArrayD::<F>::zeros(qa.raw_dim());
+        let mut dk = ArrayD::<F>::zeros(ka.raw_dim());
+        let mut dv = ArrayD::<F>::zeros(va.raw_dim());
+        let ptr = |a: &mut ArrayD<F>| SharedMut(a.as_mut_ptr());
+        let grads = [(ptr(&mut dq), lq), (ptr(&mut dk), lk), (ptr(&mut dv), lk)];
+        let (qsl, ksl, vsl) =
+            (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+        backward(d, scale, &probs, (&g, lq), (qsl, lq), (ksl, lk), (vsl, lk), grads);
+        vec![Some(dq), Some(dk), Some(dv)]
+    })
+}
+
 impl<F: Float> Tensor<F> {
     /// `softmax(scale * q k^T, mask) v` for `q: [b, h, t, dh]` and `k, v: [b, h, s, dh]`; returns `[b, h, t, dh]`.
     #[track_caller]
@@ -322,29 +357,7 @@ impl<F: Float> Tensor<F> {
         let d = Dims { batch: qs[0], heads: qs[1], t: qs[2], s: ks[2], dh: qs[3] };
         check_mask(mask, &d);
         let (lq, lk) = (HeadLayout::split(d.heads, d.t, d.dh), HeadLayout::split(d.heads, d.s, d.dh));
-        let (qa, ka, va) = (
-            q.value().as_standard_layout().into_owned(),
-            k.value().as_standard_layout().into_owned(),
-            v.value().as_standard_layout().into_owned(),
-        );
-        let mut out = ArrayD::<F>::zeros(IxDyn(&[d.batch, d.heads, d.t, d.dh]));
-        let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
-        let (mask, scale) = (OwnedMask::of(mask), F::of(scale));
-        let (qsl, ksl, vsl) =
-            (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
-        forward(d, scale, &mask, (qsl, lq), (ksl, lk), (vsl, lk), (out.as_slice_mut().expect("fresh"), lq), &mut probs);
-        Tensor::from_op(out, &[q, k, v], move |g, _| {
-            let g = owned(g);
-            let mut dq = ArrayD::<F>::zeros(qa.raw_dim());
-            let mut dk = ArrayD::<F>::zeros(ka.raw_dim());
-            let mut dv = ArrayD::<F>::zeros(va.raw_dim());
-            let ptr = |a: &mut ArrayD<F>| SharedMut(a.as_mut_ptr());
-            let grads = [(ptr(&mut dq), lq), (ptr(&mut dk), lk), (ptr(&mut dv), lk)];
-            let (qsl, ksl, vsl) =
-                (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
-            backward(d, scale, &probs, (&g, lq), (qsl, lq), (ksl, lk), (vsl, lk), grads);
-            vec![Some(dq), Some(dk), Some(dv)]
-        })
+        attend_separate(q, k, v, d, (lq, lk), &[d.batch, d.heads, d.t, d.dh], F::of(scale), mask)
     }
 
     /// Multi-head attention on projections with heads side by side: `q: [b, t, h * dh]`, `k, v: [b, s, h * dh]`,
@@ -374,29 +387,8 @@ impl<F: Float> Tensor<F> {
         check_mask(mask, &d);
         let lq = HeadLayout::interleaved(d.t, width, 0, d.dh);
         let lk = HeadLayout::interleaved(d.s, width, 0, d.dh);
-        let (qa, ka, va) = (
-            q.value().as_standard_layout().into_owned(),
-            k.value().as_standard_layout().into_owned(),
-            v.value().as_standard_layout().into_owned(),
-        );
-        let mut out = ArrayD::<F>::zeros(IxDyn(&[d.batch, d.t, width]));
-        let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
-        let (mask, scale) = (OwnedMask::of(mask), F::of(1.0 / (d.dh as f64).sqrt()));
-        let (qsl, ksl, vsl) =
-            (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
-        forward(d, scale, &mask, (qsl, lq), (ksl, lk), (vsl, lk), (out.as_slice_mut().expect("fresh"), lq), &mut probs);
-        Tensor::from_op(out, &[q, k, v], move |g, _| {
-            let g = owned(g);
-            let mut dq = ArrayD::<F>::zeros(qa.raw_dim());
-            let mut dk = ArrayD::<F>::zeros(ka.raw_dim());
-            let mut dv = ArrayD::<F>::zeros(va.raw_dim());
-            let ptr = |a: &mut ArrayD<F>| SharedMut(a.as_mut_ptr());
-            let grads = [(ptr(&mut dq), lq), (ptr(&mut dk), lk), (ptr(&mut dv), lk)];
-            let (qsl, ksl, vsl) =
-                (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
-            backward(d, scale, &probs, (&g, lq), (qsl, lq), (ksl, lk), (vsl, lk), grads);
-            vec![Some(dq), Some(dk), Some(dv)]
-        })
+        let scale = F::of(1.0 / (d.dh as f64).sqrt());
+        attend_separate(q, k, v, d, (lq, lk), &[d.batch, d.t, width], scale, mask)
     }
 
     /// Multi-head self-attention from a fused projection `[b, t, 3d]` (q, k, v as consecutive `d`-wide blocks, each
