@@ -12,10 +12,6 @@ use std::time::Instant;
 
 use strata_benches::{CnnWorkload, EncoderWorkload, IclWorkload, LmWorkload};
 
-unsafe extern "C" {
-    fn openblas_get_corename() -> *const std::os::raw::c_char;
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(which) = args.next() else {
@@ -131,8 +127,7 @@ fn main() {
         .collect();
     times.sort_by(f64::total_cmp);
     let median = if reps % 2 == 1 { times[reps / 2] } else { 0.5 * (times[reps / 2 - 1] + times[reps / 2]) };
-    // SAFETY: returns a pointer to a static NUL-terminated string owned by OpenBLAS.
-    let core = unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }.to_string_lossy().into_owned();
+    let core = tensor::openblas_core();
     println!(
         "{{\"workload\":\"{which}\",\"ms\":{:.4},\"per_call\":{per_call},\"unit\":\"{unit}\",\"reps\":{reps},\
          \"matmul_gflop\":{:.4},\"threads\":{},\"openblas_core\":\"{core}\"}}",

@@ -3,7 +3,7 @@
 //! with the machine they ran on. Writes `target/bench-compare/report.md` and `samples.tsv`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::{Result, cargo, number_after, root, run, string_after};
@@ -76,12 +76,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
 
 pub fn compare(args: &[String]) -> Result {
     let opts = parse_options(args)?;
-    let anchors = std::env::var_os("STRATA_ANCHORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("..").join("shared").join("design").join("anchors"));
-    if !anchors.join("jax_lm.py").exists() {
-        return Err(format!("no anchor scripts in {} (set STRATA_ANCHORS)", anchors.display()));
-    }
+    let anchors = crate::anchors_dir()?;
     let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     crate::ensure_anchor_packages(&py)?;
     let has_torch = opts.torch && python_has(&py, "torch");
@@ -109,7 +104,7 @@ pub fn compare(args: &[String]) -> Result {
             // Alternate who goes first, so slow drifts of the machine do not favour one side.
             let order: Vec<&Probe> = if round % 2 == 0 { group.iter().collect() } else { group.iter().rev().collect() };
             for probe in order {
-                let out = run_probe(probe)?;
+                let out = run_probe(probe, &anchors)?;
                 for &(row, prefix) in &probe.rows {
                     let ms = if probe.system == System::Strata {
                         if let Some(g) = number_after(&out, "\"matmul_gflop\"", ":") {
@@ -223,7 +218,7 @@ fn probe_groups(tool: &Path, anchors: &Path, ours: &Path, py: &str, torch: bool)
     groups
 }
 
-fn run_probe(p: &Probe) -> Result<String> {
+fn run_probe(p: &Probe, anchors: &Path) -> Result<String> {
     let mut c = Command::new(&p.command[0]);
     c.args(&p.command[1..]);
     if p.system != System::Strata {
@@ -232,9 +227,6 @@ fn run_probe(p: &Probe) -> Result<String> {
             c.current_dir(dir);
         }
     }
-    let anchors = std::env::var_os("STRATA_ANCHORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("..").join("shared").join("design").join("anchors"));
     c.env("STRATA_ANCHORS", anchors);
     for (k, v) in &p.env {
         c.env(k, v);

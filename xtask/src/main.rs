@@ -342,12 +342,7 @@ fn string_after(text: &str, key: &str) -> Option<String> {
 
 /// Runs the anchor scripts of `../shared/design/anchors` (or `STRATA_ANCHORS`) with the Python that has JAX.
 fn anchors() -> Result {
-    let dir = std::env::var_os("STRATA_ANCHORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("..").join("shared").join("design").join("anchors"));
-    if !dir.join("jax_lm.py").exists() {
-        return Err(format!("no anchor scripts in {} (set STRATA_ANCHORS)", dir.display()));
-    }
+    let dir = anchors_dir()?;
     let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     ensure_anchor_packages(&py)?;
     run({
@@ -372,6 +367,17 @@ fn anchors() -> Result {
         .env("STRATA_ANCHORS", &dir);
     run(c)?;
     Ok(())
+}
+
+/// `../shared/design/anchors`, or `STRATA_ANCHORS`, when it holds the anchor scripts.
+fn anchors_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("STRATA_ANCHORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("..").join("shared").join("design").join("anchors"));
+    if !dir.join("jax_lm.py").exists() {
+        return Err(format!("no anchor scripts in {} (set STRATA_ANCHORS)", dir.display()));
+    }
+    Ok(dir)
 }
 
 /// Installs the anchors' Python packages with pip when one is missing.

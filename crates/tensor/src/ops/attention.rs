@@ -174,7 +174,11 @@ fn forward<F: Float>(
             );
         }
     };
-    let blocks = probs.chunks_mut(d.t * d.s).enumerate();
+    for_each_head(&d, probs.chunks_mut(d.t * d.s).enumerate(), work);
+}
+
+/// Runs `work` on every (batch, head) block, in parallel when there are several and enough work to share.
+fn for_each_head<T: Send>(d: &Dims, blocks: impl Iterator<Item = T>, work: impl Fn(T) + Sync + Send) {
     if d.batch * d.heads > 1 && d.batch * d.heads * d.t * d.s * d.dh >= 1 << 15 {
         blocks.collect::<Vec<_>>().into_par_iter().for_each(work);
     } else {
@@ -278,12 +282,7 @@ fn backward<F: Float>(
             );
         }
     };
-    let blocks = probs.chunks(d.t * d.s).enumerate();
-    if d.batch * d.heads > 1 && d.batch * d.heads * d.t * d.s * d.dh >= 1 << 15 {
-        blocks.collect::<Vec<_>>().into_par_iter().for_each(work);
-    } else {
-        blocks.for_each(work);
-    }
+    for_each_head(&d, probs.chunks(d.t * d.s).enumerate(), work);
 }
 
 #[track_caller]
