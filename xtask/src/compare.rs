@@ -49,13 +49,28 @@ const ROWS: [(&str, &str); 9] = [
     ("MiniLM fine-tuning step (B32 x T64, AdamW, all trainable)", "step"),
 ];
 
+/// The Strata workloads `bench_workload` runs, in table order.
+const WORKLOADS: [&str; 9] = [
+    "gemm-2048",
+    "w2-train",
+    "w2-forward",
+    "nanogpt-train",
+    "cnn-train",
+    "cnn-saliency",
+    "icl-looped",
+    "icl-distinct",
+    "minilm-train",
+];
+
 struct Options {
     rounds: usize,
     torch: bool,
+    /// Workload names (or parts of them) to run; empty: all. The sgemm row always runs (the % column needs it).
+    only: Vec<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
-    let mut o = Options { rounds: 3, torch: true };
+    let mut o = Options { rounds: 3, torch: true, only: vec![] };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -68,7 +83,19 @@ fn parse_options(args: &[String]) -> Result<Options> {
                     .ok_or("--rounds needs a positive integer")?
             }
             "--no-torch" => o.torch = false,
-            other => return Err(format!("bench --compare: unknown option {other:?} (--rounds N, --no-torch)")),
+            "--only" => {
+                o.only = it
+                    .next()
+                    .map(|v| v.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect())
+                    .filter(|w: &Vec<String>| !w.is_empty())
+                    .ok_or(format!("--only needs workload names, e.g. cnn,w2 (of: {})", WORKLOADS.join(", ")))?;
+                if let Some(bad) = o.only.iter().find(|w| !WORKLOADS.iter().any(|name| name.contains(w.as_str()))) {
+                    return Err(format!("--only: no workload matches {bad:?} (workloads: {})", WORKLOADS.join(", ")));
+                }
+            }
+            other => {
+                return Err(format!("bench --compare: unknown option {other:?} (--rounds N, --no-torch, --only a,b)"));
+            }
         }
     }
     Ok(o)
@@ -95,7 +122,14 @@ pub fn compare(args: &[String]) -> Result {
     let check_before = cpu_check(&anchors);
     println!("{check_before}");
 
-    let groups = probe_groups(&tool, &anchors, &root().join("benches").join("anchors"), &py, has_torch);
+    let mut groups = probe_groups(&tool, &anchors, &root().join("benches").join("anchors"), &py, has_torch);
+    if !opts.only.is_empty() {
+        let wanted = |p: &Probe| {
+            p.system == System::Strata
+                && (p.command[1] == WORKLOADS[0] || opts.only.iter().any(|w| p.command[1].contains(w.as_str())))
+        };
+        groups.retain(|g| g.iter().any(wanted));
+    }
     let mut samples: BTreeMap<(&str, System), Vec<f64>> = BTreeMap::new();
     let mut extra: BTreeMap<&str, String> = BTreeMap::new();
     for round in 0..opts.rounds {
@@ -385,4 +419,25 @@ fn render(
     goal("W1 ICL looped >= 3x JAX", ratio(ROWS[6].0, System::Jax), 3.0, "x");
     goal("W1 ICL distinct >= 3x JAX", ratio(ROWS[7].0, System::Jax), 3.0, "x");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_select_workloads_and_reject_unknown_ones() {
+        let o = parse_options(&args(&["--compare", "--rounds", "5", "--only", "cnn,w2-train", "--no-torch"])).unwrap();
+        assert_eq!((o.rounds, o.torch, o.only), (5, false, vec!["cnn".to_string(), "w2-train".to_string()]));
+        assert!(parse_options(&args(&["--compare"])).unwrap().only.is_empty());
+        let err = parse_options(&args(&["--only", "resnet"])).err().unwrap();
+        assert!(err.contains("resnet") && err.contains("cnn-train"), "{err}");
+        assert!(parse_options(&args(&["--only"])).is_err());
+        assert!(parse_options(&args(&["--rounds", "0"])).is_err());
+        assert!(parse_options(&args(&["--fast"])).err().unwrap().contains("--only"));
+    }
 }

@@ -7,7 +7,7 @@
 //! cargo xtask downstream                        README and lib.rs examples compiled as a user's crate
 //! cargo xtask smoke                             every reproduction at smoke scale, config round trip checked
 //! cargo xtask bench [criterion filter]          criterion benches, then a summary table
-//! cargo xtask bench --compare [--rounds N] [--no-torch]
+//! cargo xtask bench --compare [--rounds N] [--no-torch] [--only cnn,w2,...]
 //!                                               Strata vs JAX/PyTorch anchors and numpy sgemm, interleaved
 //! cargo xtask bench-anchors                     the JAX/numpy anchor scripts, for ratios
 //! cargo xtask datamodels <run|merge|analyze> ... the datamodels CLI (`--help` for its options)

@@ -382,11 +382,12 @@ pub fn cases() -> Vec<OpCase> {
             (vec![n(&s, r)], Box::new(move |t| t[0].dropout(0.3, &mut crate::seeded(seed))))
         }),
         case("conv2d (stride, padding, bias)", |r| {
-            let (b, c, o) = (1 + below(r, 2), 1 + below(r, 2), 1 + below(r, 2));
-            let (h, w, k) = (3 + below(r, 3), 3 + below(r, 3), 1 + below(r, 3));
-            let spec = Conv2dSpec { stride: 1 + below(r, 2), padding: below(r, 2) };
+            // Batches of 4 or more take the one-task-per-image path, smaller ones the split-product path.
+            let (b, c, o) = (1 + below(r, 6), 1 + below(r, 2), 1 + below(r, 2));
+            let (h, w, kh, kw) = (3 + below(r, 3), 3 + below(r, 3), 1 + below(r, 3), 1 + below(r, 3));
+            let spec = Conv2dSpec { stride: 1 + below(r, 3), padding: below(r, 3) };
             (
-                vec![n(&[b, c, h, w], r), n(&[o, c, k, k], r), n(&[o], r)],
+                vec![n(&[b, c, h, w], r), n(&[o, c, kh, kw], r), n(&[o], r)],
                 Box::new(move |t| t[0].conv2d(&t[1], Some(&t[2]), spec) + t[0].conv2d(&t[1], None, spec).tanh()),
             )
         }),

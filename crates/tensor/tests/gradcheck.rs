@@ -136,30 +136,41 @@ fn bilinear_matches_pytorch_align_corners_false() {
     assert_eq!(y, want);
 }
 
-#[test]
-fn conv2d_matches_direct_sum() {
-    let mut rng = seeded(3);
-    let x = strata_tensor::normal::<f64>(&[2, 3, 5, 6], 0.0, 1.0, &mut rng);
-    let w = strata_tensor::normal::<f64>(&[4, 3, 3, 2], 0.0, 1.0, &mut rng);
-    let spec = Conv2dSpec { stride: 2, padding: 1 };
-    let y = Tensor::new(x.clone()).conv2d(&Tensor::new(w.clone()), None, spec);
-    let (oh, ow) = (y.shape()[2], y.shape()[3]);
-    for b in 0..2 {
-        for o in 0..4 {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut s = 0.0;
-                    for c in 0..3 {
-                        for ky in 0..3 {
-                            for kx in 0..2 {
-                                let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
-                                if iy >= 0 && ix >= 0 && iy < 5 && ix < 6 {
-                                    s += x[[b, c, iy as usize, ix as usize]] * w[[o, c, ky, kx]];
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    /// conv2d against the definition, over batch sizes on both sides of the one-task-per-image threshold,
+    /// strides, paddings and non-square kernels.
+    #[test]
+    fn conv2d_matches_direct_sum(
+        n in 1usize..7, c in 1usize..4, o in 1usize..4, h in 2usize..8, w in 2usize..8,
+        kh in 1usize..4, kw in 1usize..4, stride in 1usize..4, pad in 0usize..3, seed in any::<u64>(),
+    ) {
+        prop_assume!(h + 2 * pad >= kh && w + 2 * pad >= kw);
+        let mut rng = seeded(seed);
+        let x = strata_tensor::normal::<f64>(&[n, c, h, w], 0.0, 1.0, &mut rng);
+        let wt = strata_tensor::normal::<f64>(&[o, c, kh, kw], 0.0, 1.0, &mut rng);
+        let bias = strata_tensor::normal::<f64>(&[o], 0.0, 1.0, &mut rng);
+        let spec = Conv2dSpec { stride, padding: pad };
+        let y = Tensor::new(x.clone()).conv2d(&Tensor::new(wt.clone()), Some(&Tensor::new(bias.clone())), spec);
+        let (oh, ow) = ((h + 2 * pad - kh) / stride + 1, (w + 2 * pad - kw) / stride + 1);
+        prop_assert_eq!(y.shape(), &[n, o, oh, ow][..]);
+        for b in 0..n {
+            for oc in 0..o {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = bias[[oc]];
+                        for ic in 0..c {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let (iy, ix) = ((oy * stride + ky) as isize - pad as isize, (ox * stride + kx) as isize - pad as isize);
+                                    if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                                        s += x[[b, ic, iy as usize, ix as usize]] * wt[[oc, ic, ky, kx]];
+                                    }
                                 }
                             }
                         }
+                        prop_assert!((y.value()[[b, oc, oy, ox]] - s).abs() < 1e-12);
                     }
-                    assert!((y.value()[[b, o, oy, ox]] - s).abs() < 1e-12);
                 }
             }
         }

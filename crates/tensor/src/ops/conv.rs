@@ -1,10 +1,10 @@
-//! Images in NCHW layout (as PyTorch): conv2d via im2col + one BLAS GEMM, max/avg pooling, nearest and
-//! bilinear upsampling.
+//! Images in NCHW layout (as PyTorch): conv2d as one im2col + GEMM per image (the image's columns stay in cache
+//! and its product lands in NCHW order), max/avg pooling, nearest and bilinear upsampling.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use super::matmul::mm2;
+use super::matmul::{gemm_into, gemm_serial};
 use crate::{Float, Tensor};
 
 /// Stride and zero padding of a 2-D convolution.
@@ -22,7 +22,6 @@ impl Default for Conv2dSpec {
 
 #[derive(Clone, Copy)]
 struct Geom {
-    n: usize,
     c: usize,
     h: usize,
     w: usize,
@@ -43,92 +42,114 @@ impl Geom {
     }
 }
 
-/// im2col with one row per output position: `[n * oh * ow, c * kh * kw]`.
-fn im2col<F: Float>(x: &[F], g: Geom) -> Vec<F> {
-    let cols = g.cols();
-    let mut out = vec![F::zero(); g.n * g.positions() * cols];
-    out.par_chunks_mut(g.positions() * cols).enumerate().for_each(|(b, img)| {
-        let xb = &x[b * g.c * g.h * g.w..(b + 1) * g.c * g.h * g.w];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let row = &mut img[(oy * g.ow + ox) * cols..(oy * g.ow + ox + 1) * cols];
-                let mut j = 0;
-                for ch in 0..g.c {
-                    for ky in 0..g.kh {
-                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                        for kx in 0..g.kw {
-                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                            row[j] = if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                xb[(ch * g.h + iy as usize) * g.w + ix as usize]
-                            } else {
-                                F::zero()
-                            };
-                            j += 1;
-                        }
-                    }
+/// Output columns `lo..hi` whose input column `ox * stride + kx - pad` lies inside `0..w` (the rest read padding).
+fn valid_columns(g: Geom, kx: usize) -> (usize, usize) {
+    let hi = if g.w + g.pad > kx { (g.w + g.pad - kx).div_ceil(g.stride).min(g.ow) } else { 0 };
+    let lo = if kx >= g.pad { 0 } else { (g.pad - kx).div_ceil(g.stride) };
+    (lo.min(hi), hi)
+}
+
+/// The input row read by output row `oy` at kernel row `ky`, if it is not padding.
+fn input_row(g: Geom, oy: usize, ky: usize) -> Option<usize> {
+    (oy * g.stride + ky).checked_sub(g.pad).filter(|&iy| iy < g.h)
+}
+
+/// One image's im2col, one row per kernel tap and one column per output position: `[c * kh * kw, oh * ow]`
+/// (so `weight [o, c * kh * kw] @ cols` is the image's output in NCHW order). With stride 1 each output row is a
+/// contiguous copy of an input row.
+fn im2col_image<F: Float>(xb: &[F], g: Geom, cols: &mut [F]) {
+    let p = g.positions();
+    let taps = cols.chunks_mut(p);
+    let tap_index = (0..g.c).flat_map(|ch| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ch, ky, kx))));
+    for (row, (ch, ky, kx)) in taps.zip(tap_index) {
+        let plane = &xb[ch * g.h * g.w..(ch + 1) * g.h * g.w];
+        let (lo, hi) = valid_columns(g, kx);
+        for (oy, dst) in row.chunks_mut(g.ow).enumerate() {
+            let Some(iy) = input_row(g, oy, ky) else {
+                dst.fill(F::zero());
+                continue;
+            };
+            let src = &plane[iy * g.w..(iy + 1) * g.w];
+            dst[..lo].fill(F::zero());
+            dst[hi..].fill(F::zero());
+            if g.stride == 1 {
+                let first = lo + kx - g.pad;
+                dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+            } else {
+                for (ox, d) in dst[lo..hi].iter_mut().enumerate() {
+                    *d = src[(lo + ox) * g.stride + kx - g.pad];
                 }
             }
         }
-    });
-    out
+    }
 }
 
-/// Adjoint of im2col: scatter-adds columns back into an image gradient.
-fn col2im<F: Float>(cols_grad: &[F], g: Geom) -> Vec<F> {
-    let cols = g.cols();
-    let mut out = vec![F::zero(); g.n * g.c * g.h * g.w];
-    out.par_chunks_mut(g.c * g.h * g.w).enumerate().for_each(|(b, xb)| {
-        let img = &cols_grad[b * g.positions() * cols..(b + 1) * g.positions() * cols];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let row = &img[(oy * g.ow + ox) * cols..(oy * g.ow + ox + 1) * cols];
-                let mut j = 0;
-                for ch in 0..g.c {
-                    for ky in 0..g.kh {
-                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                        for kx in 0..g.kw {
-                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                xb[(ch * g.h + iy as usize) * g.w + ix as usize] += row[j];
-                            }
-                            j += 1;
-                        }
-                    }
+/// Adjoint of [`im2col_image`]: adds each tap's column gradients back into the image gradient `xb`.
+fn col2im_image_add<F: Float>(cols: &[F], g: Geom, xb: &mut [F]) {
+    let p = g.positions();
+    let tap_index = (0..g.c).flat_map(|ch| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ch, ky, kx))));
+    for (row, (ch, ky, kx)) in cols.chunks(p).zip(tap_index) {
+        let plane = &mut xb[ch * g.h * g.w..(ch + 1) * g.h * g.w];
+        let (lo, hi) = valid_columns(g, kx);
+        for (oy, src) in row.chunks(g.ow).enumerate() {
+            let Some(iy) = input_row(g, oy, ky) else { continue };
+            let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
+            if g.stride == 1 {
+                let first = lo + kx - g.pad;
+                dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]).for_each(|(d, &v)| *d += v);
+            } else {
+                for (ox, &v) in src[lo..hi].iter().enumerate() {
+                    dst[(lo + ox) * g.stride + kx - g.pad] += v;
                 }
             }
         }
-    });
-    out
-}
-
-/// `[n * p, o]` (position-major) to `[n, o, p]` (NCHW), and back.
-fn npo_to_nop<F: Float>(y: &[F], _n: usize, p: usize, o: usize) -> Vec<F> {
-    let mut out = vec![F::zero(); y.len()];
-    out.par_chunks_mut(o * p).enumerate().for_each(|(b, ob)| {
-        for pos in 0..p {
-            for ch in 0..o {
-                ob[ch * p + pos] = y[(b * p + pos) * o + ch];
-            }
-        }
-    });
-    out
-}
-
-fn nop_to_npo<F: Float>(y: &[F], n: usize, p: usize, o: usize) -> Vec<F> {
-    let mut out = vec![F::zero(); y.len()];
-    out.par_chunks_mut(o * p).enumerate().for_each(|(b, ob)| {
-        for pos in 0..p {
-            for ch in 0..o {
-                ob[pos * o + ch] = y[(b * o + ch) * p + pos];
-            }
-        }
-    });
-    let _ = n;
-    out
+    }
 }
 
 fn arr2<F: Float>(v: &[F], r: usize, c: usize) -> ndarray::ArrayView2<'_, F> {
     ndarray::ArrayView2::from_shape((r, c), v).expect("size")
+}
+
+fn arr2_mut<F: Float>(v: &mut [F], r: usize, c: usize) -> ndarray::ArrayViewMut2<'_, F> {
+    ndarray::ArrayViewMut2::from_shape((r, c), v).expect("size")
+}
+
+/// Images per task of the weight-gradient sum: partial sums over fixed groups, added in order, so the result
+/// does not depend on the thread count.
+const WEIGHT_GRAD_GROUP: usize = 8;
+
+/// With this many images or more, each image is one task with single-threaded products; below it the images
+/// run in turn and each product is split across threads (a function of the shape only: deterministic).
+const IMAGES_PER_TASK_FROM: usize = 4;
+
+/// `c = a @ b + beta * c`, single-threaded when the caller parallelises over images.
+fn conv_gemm<F: Float>(
+    per_image_tasks: bool,
+    a: ndarray::ArrayView2<F>,
+    b: ndarray::ArrayView2<F>,
+    beta: F,
+    c: ndarray::ArrayViewMut2<F>,
+) {
+    if per_image_tasks { gemm_serial(a, b, beta, c) } else { gemm_into(a, b, beta, c) }
+}
+
+/// Runs `f(image index, image's chunk, scratch)` over `out`'s chunks of `chunk` elements: one task per image
+/// (with its own scratch buffer of `scratch` elements) when `parallel`, else in order.
+fn for_each_image<F: Float>(
+    out: &mut [F],
+    chunk: usize,
+    scratch: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [F], &mut Vec<F>) + Sync + Send,
+) {
+    if parallel {
+        out.par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .for_each_init(|| vec![F::zero(); scratch], |buf, (b, o)| f(b, o, buf));
+    } else {
+        let mut buf = vec![F::zero(); scratch];
+        out.chunks_mut(chunk.max(1)).enumerate().for_each(|(b, o)| f(b, o, &mut buf));
+    }
 }
 
 impl<F: Float> Tensor<F> {
@@ -152,19 +173,22 @@ impl<F: Float> Tensor<F> {
         }
         let oh = (h + 2 * spec.padding - kh) / spec.stride + 1;
         let ow = (w + 2 * spec.padding - kw) / spec.stride + 1;
-        let g = Geom { n, c, h, w, kh, kw, oh, ow, stride: spec.stride, pad: spec.padding };
-        let x = self.value().as_standard_layout();
-        let cols = im2col(x.as_slice().expect("standard"), g);
+        let g = Geom { c, h, w, kh, kw, oh, ow, stride: spec.stride, pad: spec.padding };
+        let (p, taps, image) = (g.positions(), g.cols(), c * h * w);
+        let per_image_tasks = n >= IMAGES_PER_TASK_FROM;
+        let x = self.value().as_standard_layout().into_owned();
         let wmat = weight.value().as_standard_layout().into_owned();
-        let wmat_s = wmat.as_slice().expect("standard");
-        // [n*p, cols] @ [cols, o]
-        let y = mm2(arr2(&cols, n * g.positions(), g.cols()), arr2(wmat_s, o, g.cols()).t());
-        let mut y = npo_to_nop(y.as_slice().expect("standard"), n, g.positions(), o);
-        if let Some(b) = bias {
-            let bv = b.value().as_slice().expect("1-d").to_vec();
-            y.par_chunks_mut(g.positions()).enumerate().for_each(|(i, plane)| {
-                let bias = bv[i % o];
-                plane.iter_mut().for_each(|v| *v += bias);
+        let bias_v = bias.map(|b| b.value().as_slice().expect("1-d").to_vec());
+        let mut y = vec![F::zero(); n * o * p];
+        {
+            let (xs, ws) = (x.as_slice().expect("standard"), wmat.as_slice().expect("standard"));
+            // Per image: y_b [o, p] = W [o, taps] @ cols_b [taps, p] (+ bias per output channel).
+            for_each_image(&mut y, o * p, taps * p, per_image_tasks, |b, yb, cols| {
+                im2col_image(&xs[b * image..(b + 1) * image], g, cols);
+                conv_gemm(per_image_tasks, arr2(ws, o, taps), arr2(cols, taps, p), F::zero(), arr2_mut(yb, o, p));
+                if let Some(bv) = &bias_v {
+                    yb.chunks_mut(p).zip(bv).for_each(|(plane, &bias)| plane.iter_mut().for_each(|v| *v += bias));
+                }
             });
         }
         let v = ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).expect("size");
@@ -174,28 +198,58 @@ impl<F: Float> Tensor<F> {
         }
         let has_bias = bias.is_some();
         let w_shape = weight.shape().to_vec();
-        let keep_cols = if weight.is_tracked() { Some(cols) } else { None };
+        // The weight gradient recomputes each image's columns instead of keeping all of them.
+        let keep_x = if weight.is_tracked() { Some(x) } else { None };
         Tensor::from_op(v, &inputs, move |gy, needs| {
             let gy = gy.as_standard_layout();
-            let gnpo = nop_to_npo(gy.as_slice().expect("standard"), n, g.positions(), o);
-            let gm = arr2(&gnpo, n * g.positions(), o);
+            let gs = gy.as_slice().expect("standard");
+            let ws = wmat.as_slice().expect("standard");
             let gx = needs[0].then(|| {
-                let wm = arr2(wmat.as_slice().expect("standard"), o, g.cols());
-                let gcols = mm2(gm, wm);
-                let gimg = col2im(gcols.as_slice().expect("standard"), g);
-                ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), gimg).expect("size")
+                // Per image: dcols_b [taps, p] = W^T [taps, o] @ dy_b [o, p], then scattered back.
+                let mut dx = vec![F::zero(); n * image];
+                for_each_image(&mut dx, image, taps * p, per_image_tasks, |b, dxb, dcols| {
+                    let gb = arr2(&gs[b * o * p..(b + 1) * o * p], o, p);
+                    conv_gemm(per_image_tasks, arr2(ws, o, taps).t(), gb, F::zero(), arr2_mut(dcols, taps, p));
+                    col2im_image_add(dcols, g, dxb);
+                });
+                ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).expect("size")
             });
             let gw = needs[1].then(|| {
-                let cols = keep_cols.as_ref().expect("kept for weight grad");
-                let gwm = mm2(gm.t(), arr2(cols, n * g.positions(), g.cols()));
-                gwm.into_dyn().into_shape_with_order(IxDyn(&w_shape)).expect("size")
+                // dW = sum_b dy_b [o, p] @ cols_b^T [p, taps], in fixed groups of images.
+                let xs = keep_x.as_ref().expect("kept for weight grad").as_slice().expect("standard");
+                let group_sum = |first: usize| {
+                    let mut acc = vec![F::zero(); o * taps];
+                    let mut cols = vec![F::zero(); taps * p];
+                    for b in first..(first + WEIGHT_GRAD_GROUP).min(n) {
+                        im2col_image(&xs[b * image..(b + 1) * image], g, &mut cols);
+                        let gb = arr2(&gs[b * o * p..(b + 1) * o * p], o, p);
+                        conv_gemm(per_image_tasks, gb, arr2(&cols, taps, p).t(), F::one(), arr2_mut(&mut acc, o, taps));
+                    }
+                    acc
+                };
+                let firsts: Vec<usize> = (0..n).step_by(WEIGHT_GRAD_GROUP).collect();
+                let partial: Vec<Vec<F>> = if per_image_tasks {
+                    firsts.into_par_iter().map(group_sum).collect()
+                } else {
+                    firsts.into_iter().map(group_sum).collect()
+                };
+                let mut total = vec![F::zero(); o * taps];
+                for part in partial {
+                    total.iter_mut().zip(&part).for_each(|(t, &v)| *t += v);
+                }
+                ArrayD::from_shape_vec(IxDyn(&w_shape), total).expect("size")
             });
             let mut out = vec![gx, gw];
             if has_bias {
                 out.push(needs[2].then(|| {
+                    // Per-image channel sums in parallel, then added over images in order.
+                    let per_image: Vec<Vec<F>> = gs
+                        .par_chunks(o * p)
+                        .map(|img| img.chunks(p).map(|plane| plane.iter().copied().sum::<F>()).collect())
+                        .collect();
                     let mut gb = vec![F::zero(); o];
-                    for (i, plane) in gy.as_slice().expect("standard").chunks(g.positions()).enumerate() {
-                        gb[i % o] += plane.iter().copied().sum::<F>();
+                    for sums in per_image {
+                        gb.iter_mut().zip(&sums).for_each(|(t, &v)| *t += v);
                     }
                     ArrayD::from_shape_vec(IxDyn(&[o]), gb).expect("size")
                 }));

@@ -81,6 +81,19 @@ pub(crate) fn gemm_into<F: Float>(
     gemm_blocks(a, b, beta, c.view_mut());
 }
 
+/// `c = a @ b + beta * c` as one single-threaded product, for callers that run many independent products in
+/// parallel themselves (the convolution, one image per task).
+pub(crate) fn gemm_serial<F: Float>(
+    a: ndarray::ArrayView2<F>,
+    b: ndarray::ArrayView2<F>,
+    beta: F,
+    c: ndarray::ArrayViewMut2<F>,
+) {
+    runtime_setup();
+    count_flops(a.nrows(), b.ncols(), a.ncols());
+    gemm_one(gemm_backend(), a, b, beta, c);
+}
+
 fn gemm_blocks<F: Float>(
     a: ndarray::ArrayView2<F>,
     b: ndarray::ArrayView2<F>,
