@@ -35,7 +35,8 @@ proptest! {
 
     #[test]
     fn fused_attention_equals_the_composition(
-        (b, h, t, extra, dh) in (1usize..3, 1usize..4, 1usize..6, 0usize..3, 1usize..5),
+        // Lengths past 32 take the causal mask's blocked path (several query blocks, each seeing fewer keys).
+        (b, h, t, extra, dh) in (1usize..3, 1usize..4, prop_oneof![1usize..6, 30usize..72], 0usize..3, 1usize..5),
         mask_kind in 0usize..3,
         seed in any::<u64>(),
     ) {
