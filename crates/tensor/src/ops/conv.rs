@@ -182,10 +182,11 @@ impl<F: Float> Tensor<F> {
         let mut y = vec![F::zero(); n * o * p];
         {
             let (xs, ws) = (x.as_slice().expect("standard"), wmat.as_slice().expect("standard"));
-            // Per image: y_b [o, p] = W [o, taps] @ cols_b [taps, p] (+ bias per output channel).
+            // Per image: y_b [o, p] = W [o, taps] @ cols_b [taps, p] (+ bias per output channel); y starts at zero,
+            // so the product is added (beta 1) instead of BLAS zeroing it again.
             for_each_image(&mut y, o * p, taps * p, per_image_tasks, |b, yb, cols| {
                 im2col_image(&xs[b * image..(b + 1) * image], g, cols);
-                conv_gemm(per_image_tasks, arr2(ws, o, taps), arr2(cols, taps, p), F::zero(), arr2_mut(yb, o, p));
+                conv_gemm(per_image_tasks, arr2(ws, o, taps), arr2(cols, taps, p), F::one(), arr2_mut(yb, o, p));
                 if let Some(bv) = &bias_v {
                     yb.chunks_mut(p).zip(bv).for_each(|(plane, &bias)| plane.iter_mut().for_each(|v| *v += bias));
                 }

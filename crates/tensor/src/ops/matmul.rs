@@ -207,7 +207,8 @@ pub fn openblas_core() -> String {
 /// `a @ b` for 2-D arrays through BLAS (ndarray picks sgemm/dgemm for contiguous or transposed layouts).
 pub(crate) fn mm2<F: Float>(a: ndarray::ArrayView2<F>, b: ndarray::ArrayView2<F>) -> ndarray::Array2<F> {
     let mut c = super::zeros::<F>(&[a.nrows(), b.ncols()]).into_dimensionality::<Ix2>().expect("2-d");
-    gemm_into(a, b, F::zero(), c.view_mut());
+    // `c` is already zero: beta 1 adds the product to it, where beta 0 would make BLAS zero it a second time.
+    gemm_into(a, b, F::one(), c.view_mut());
     c
 }
 
@@ -397,15 +398,26 @@ impl<F: Float> Tensor<F> {
         fn x2<F: Float>(x: &Tensor<F>, rows: usize, cols: usize) -> ndarray::ArrayView2<'_, F> {
             x.value().view().into_shape_with_order((rows, cols)).expect("standard layout")
         }
-        let mut y = super::zeros::<F>(&[rows, out_f]).into_dimensionality::<Ix2>().expect("2-d");
-        if let Some(b) = bias {
-            y.rows_mut()
-                .into_iter()
-                .for_each(|mut r| r.assign(&b.value().view().into_dimensionality::<ndarray::Ix1>().expect("1-d")));
-            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::one(), y.view_mut());
-        } else {
-            gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::zero(), y.view_mut());
-        }
+        // The output starts as the bias rows (or zeros) and the product is added to it (beta 1), one pass each.
+        let mut y = match bias {
+            Some(b) => {
+                let bv = b.value().as_standard_layout();
+                let bs = bv.as_slice().expect("standard");
+                // SAFETY: every element of every chunk is written (the bias entry of its column).
+                let v = unsafe {
+                    super::fill_vec(rows * out_f, |start, c| {
+                        let mut col = start % out_f;
+                        for o in c {
+                            o.write(bs[col]);
+                            col = if col + 1 == out_f { 0 } else { col + 1 };
+                        }
+                    })
+                };
+                ndarray::Array2::from_shape_vec((rows, out_f), v).expect("size")
+            }
+            None => super::zeros::<F>(&[rows, out_f]).into_dimensionality::<Ix2>().expect("2-d"),
+        };
+        gemm_into(x2(&x, rows, in_f), view2(weight.value()).t(), F::one(), y.view_mut());
         let mut out_shape = self.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 1") = out_f;
         let v = y.into_dyn().into_shape_with_order(IxDyn(&out_shape)).expect("size");
