@@ -78,7 +78,7 @@ pub use ops::{
     AttentionMask, Conv2dSpec, GeluApprox, broadcast_shapes,
     loss::argmax_rows,
     matmul::{GemmBackend, gemm_backend, openblas_core, runtime_setup, set_gemm_backend},
-    matmul_flops,
+    matmul_flops, set_simd_kernels, simd_kernels,
 };
 pub use optim::{Optimizer, OptimizerConfig, OptimizerState, Schedule};
 pub use rayon;

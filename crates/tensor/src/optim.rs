@@ -355,8 +355,36 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                 *p -= step_size * *m / ((*v).sqrt() * inv_sqrt_bc2 + eps);
             };
             var.update(|p| {
-                let zip = ndarray::Zip::from(p).and(&mut m).and(&mut v).and(g);
-                if g.len() >= 1 << 15 { zip.par_for_each(update) } else { zip.for_each(update) }
+                let contiguous = (p.is_standard_layout() && g.is_standard_layout())
+                    .then_some(())
+                    .and_then(|_| Some((p.as_slice_mut()?, m.as_slice_mut()?, v.as_slice_mut()?, g.as_slice()?)));
+                match contiguous {
+                    // Slices in fixed chunks, each compiled for AVX2 where the CPU has it (sqrt and division are
+                    // most of the cost).
+                    Some((p, m, v, g)) => {
+                        const CHUNK: usize = 1 << 14;
+                        let chunk = |(((p, m), v), g): (((&mut [F], &mut [F]), &mut [F]), &[F])| {
+                            crate::ops::simd(|| {
+                                for (((p, m), v), g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                                    update(p, m, v, g);
+                                }
+                            })
+                        };
+                        use rayon::prelude::*;
+                        if g.len() >= 1 << 15 {
+                            let parts =
+                                p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK));
+                            parts.zip(g.par_chunks(CHUNK)).for_each(chunk)
+                        } else {
+                            let parts = p.chunks_mut(CHUNK).zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK));
+                            parts.zip(g.chunks(CHUNK)).for_each(chunk)
+                        }
+                    }
+                    None => {
+                        let zip = ndarray::Zip::from(p).and(&mut m).and(&mut v).and(g);
+                        if g.len() >= 1 << 15 { zip.par_for_each(update) } else { zip.for_each(update) }
+                    }
+                }
             });
             st.buffers.insert("m".into(), m);
             st.buffers.insert("v".into(), v);

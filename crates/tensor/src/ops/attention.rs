@@ -8,6 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::matmul::{count_flops, runtime_setup};
+use super::simd;
 use crate::{Float, Tensor};
 
 /// Which keys each query may see.
@@ -166,36 +167,38 @@ fn forward<F: Float>(
     count_flops(d.batch * d.heads * d.t, d.dh, d.s);
     let out_ptr = SharedMut(out.as_mut_ptr());
     let work = |(i, p): (usize, &mut [F])| {
-        let (b, h) = (i / d.heads, i % d.heads);
-        for (r0, r1, keys) in mask.query_blocks(&d) {
-            let rows = r1 - r0;
-            // SAFETY: the layouts address this head's rows inside q, k, v and out (checked by the callers' shapes);
-            // p is this task's own t x s block; out's head block is written by this task only.
-            unsafe {
-                gemm(
-                    (rows, d.dh, keys),
-                    scale,
-                    (q.as_ptr().add(ql.at(b, h) + r0 * ql.row_stride), ql.row_stride, 1),
-                    (k.as_ptr().add(kl.at(b, h)), 1, kl.row_stride),
-                    F::zero(),
-                    (p.as_mut_ptr().add(r0 * d.s), d.s),
-                );
+        simd(|| {
+            let (b, h) = (i / d.heads, i % d.heads);
+            for (r0, r1, keys) in mask.query_blocks(&d) {
+                let rows = r1 - r0;
+                // SAFETY: the layouts address this head's rows inside q, k, v and out (checked by the callers' shapes);
+                // p is this task's own t x s block; out's head block is written by this task only.
+                unsafe {
+                    gemm(
+                        (rows, d.dh, keys),
+                        scale,
+                        (q.as_ptr().add(ql.at(b, h) + r0 * ql.row_stride), ql.row_stride, 1),
+                        (k.as_ptr().add(kl.at(b, h)), 1, kl.row_stride),
+                        F::zero(),
+                        (p.as_mut_ptr().add(r0 * d.s), d.s),
+                    );
+                }
+                for row in r0..r1 {
+                    softmax_row(&mut p[row * d.s..(row + 1) * d.s], mask.visible(&d, b, row));
+                }
+                // SAFETY: as above.
+                unsafe {
+                    gemm(
+                        (rows, keys, d.dh),
+                        F::one(),
+                        (p.as_ptr().add(r0 * d.s), d.s, 1),
+                        (v.as_ptr().add(vl.at(b, h)), vl.row_stride, 1),
+                        F::zero(),
+                        (out_ptr.ptr().add(ol.at(b, h) + r0 * ol.row_stride), ol.row_stride),
+                    );
+                }
             }
-            for row in r0..r1 {
-                softmax_row(&mut p[row * d.s..(row + 1) * d.s], mask.visible(&d, b, row));
-            }
-            // SAFETY: as above.
-            unsafe {
-                gemm(
-                    (rows, keys, d.dh),
-                    F::one(),
-                    (p.as_ptr().add(r0 * d.s), d.s, 1),
-                    (v.as_ptr().add(vl.at(b, h)), vl.row_stride, 1),
-                    F::zero(),
-                    (out_ptr.ptr().add(ol.at(b, h) + r0 * ol.row_stride), ol.row_stride),
-                );
-            }
-        }
+        })
     };
     for_each_head(&d, probs.chunks_mut(d.t * d.s).enumerate(), work);
 }
@@ -212,6 +215,7 @@ fn for_each_head<T: Send>(d: &Dims, blocks: impl Iterator<Item = T>, work: impl 
 /// Softmax over the visible entries of one row of scores (already scaled); the others become 0. Without padding
 /// the visible keys are a prefix, so the passes are branch-free and vectorise; sums use 8 fixed lanes (the same
 /// order on every machine and thread count).
+#[inline(always)]
 fn softmax_row<F: Float>(row: &mut [F], (end, real): (usize, Option<&[bool]>)) {
     let (live, hidden) = row.split_at_mut(end);
     hidden.iter_mut().for_each(|x| *x = F::zero());
@@ -261,61 +265,63 @@ fn backward<F: Float>(
     count_flops(4 * d.batch * d.heads * d.t, d.s, d.dh);
     let [(dq, dql), (dk, dkl), (dv, dvl)] = grads;
     let work = |(i, p): (usize, &[F])| {
-        let (b, h) = (i / d.heads, i % d.heads);
-        let mut ds = vec![F::zero(); d.t * d.s];
-        // dV and dK sum over query blocks: their buffers start at zero and each block adds to the keys it sees.
-        for (r0, r1, keys) in mask.query_blocks(&d) {
-            let rows = r1 - r0;
-            let (g_rows, p_rows) = (gl.at(b, h) + r0 * gl.row_stride, r0 * d.s);
-            // SAFETY: the layouts address this head's rows inside their buffers; dq, dk and dv's head blocks are
-            // written by this task only; ds is this task's own buffer.
-            unsafe {
-                // dP = dO V^T
-                gemm(
-                    (rows, d.dh, keys),
-                    F::one(),
-                    (g.as_ptr().add(g_rows), gl.row_stride, 1),
-                    (v.as_ptr().add(vl.at(b, h)), 1, vl.row_stride),
-                    F::zero(),
-                    (ds.as_mut_ptr().add(p_rows), d.s),
-                );
-                // dV += P^T dO
-                gemm(
-                    (keys, rows, d.dh),
-                    F::one(),
-                    (p.as_ptr().add(p_rows), 1, d.s),
-                    (g.as_ptr().add(g_rows), gl.row_stride, 1),
-                    F::one(),
-                    (dv.ptr().add(dvl.at(b, h)), dvl.row_stride),
-                );
+        simd(|| {
+            let (b, h) = (i / d.heads, i % d.heads);
+            let mut ds = vec![F::zero(); d.t * d.s];
+            // dV and dK sum over query blocks: their buffers start at zero and each block adds to the keys it sees.
+            for (r0, r1, keys) in mask.query_blocks(&d) {
+                let rows = r1 - r0;
+                let (g_rows, p_rows) = (gl.at(b, h) + r0 * gl.row_stride, r0 * d.s);
+                // SAFETY: the layouts address this head's rows inside their buffers; dq, dk and dv's head blocks are
+                // written by this task only; ds is this task's own buffer.
+                unsafe {
+                    // dP = dO V^T
+                    gemm(
+                        (rows, d.dh, keys),
+                        F::one(),
+                        (g.as_ptr().add(g_rows), gl.row_stride, 1),
+                        (v.as_ptr().add(vl.at(b, h)), 1, vl.row_stride),
+                        F::zero(),
+                        (ds.as_mut_ptr().add(p_rows), d.s),
+                    );
+                    // dV += P^T dO
+                    gemm(
+                        (keys, rows, d.dh),
+                        F::one(),
+                        (p.as_ptr().add(p_rows), 1, d.s),
+                        (g.as_ptr().add(g_rows), gl.row_stride, 1),
+                        F::one(),
+                        (dv.ptr().add(dvl.at(b, h)), dvl.row_stride),
+                    );
+                }
+                // dS = P (dP - rowsum(P dP)); hidden entries have P = 0 and get no gradient.
+                for row in r0..r1 {
+                    let (dr, pr) = (&mut ds[row * d.s..row * d.s + keys], &p[row * d.s..row * d.s + keys]);
+                    let dot: F = dr.iter().zip(pr).map(|(&a, &b)| a * b).sum();
+                    dr.iter_mut().zip(pr).for_each(|(x, &pv)| *x = pv * (*x - dot));
+                }
+                // SAFETY: as above.
+                unsafe {
+                    // dQ = scale dS K, dK += scale dS^T Q
+                    gemm(
+                        (rows, keys, d.dh),
+                        scale,
+                        (ds.as_ptr().add(p_rows), d.s, 1),
+                        (k.as_ptr().add(kl.at(b, h)), kl.row_stride, 1),
+                        F::zero(),
+                        (dq.ptr().add(dql.at(b, h) + r0 * dql.row_stride), dql.row_stride),
+                    );
+                    gemm(
+                        (keys, rows, d.dh),
+                        scale,
+                        (ds.as_ptr().add(p_rows), 1, d.s),
+                        (q.as_ptr().add(ql.at(b, h) + r0 * ql.row_stride), ql.row_stride, 1),
+                        F::one(),
+                        (dk.ptr().add(dkl.at(b, h)), dkl.row_stride),
+                    );
+                }
             }
-            // dS = P (dP - rowsum(P dP)); hidden entries have P = 0 and get no gradient.
-            for row in r0..r1 {
-                let (dr, pr) = (&mut ds[row * d.s..row * d.s + keys], &p[row * d.s..row * d.s + keys]);
-                let dot: F = dr.iter().zip(pr).map(|(&a, &b)| a * b).sum();
-                dr.iter_mut().zip(pr).for_each(|(x, &pv)| *x = pv * (*x - dot));
-            }
-            // SAFETY: as above.
-            unsafe {
-                // dQ = scale dS K, dK += scale dS^T Q
-                gemm(
-                    (rows, keys, d.dh),
-                    scale,
-                    (ds.as_ptr().add(p_rows), d.s, 1),
-                    (k.as_ptr().add(kl.at(b, h)), kl.row_stride, 1),
-                    F::zero(),
-                    (dq.ptr().add(dql.at(b, h) + r0 * dql.row_stride), dql.row_stride),
-                );
-                gemm(
-                    (keys, rows, d.dh),
-                    scale,
-                    (ds.as_ptr().add(p_rows), 1, d.s),
-                    (q.as_ptr().add(ql.at(b, h) + r0 * ql.row_stride), ql.row_stride, 1),
-                    F::one(),
-                    (dk.ptr().add(dkl.at(b, h)), dkl.row_stride),
-                );
-            }
-        }
+        })
     };
     for_each_head(&d, probs.chunks(d.t * d.s).enumerate(), work);
 }

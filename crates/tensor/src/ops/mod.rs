@@ -67,6 +67,61 @@ pub(crate) fn sum_to_shape<F: Float>(g: &ArrayD<F>, shape: &[usize]) -> ArrayD<F
     out
 }
 
+/// Runs `f` compiled for AVX2 and FMA when the CPU has them (else as built). The crate is built for baseline
+/// x86-64 (SSE2) so that its binaries run anywhere; the elementwise loops inlined into `f` then vectorise 8 lanes
+/// wide instead of 4. Floating-point results are the same bit for bit: Rust never reassociates or contracts
+/// float arithmetic, so only the width of the instructions changes.
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if simd_kernels() {
+            // SAFETY: the CPU has the features `avx2` was compiled for (checked just above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+static SIMD_KERNELS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether elementwise loops run their AVX2 build: the CPU has AVX2 and FMA, `STRATA_SIMD=off` is not set and
+/// [`set_simd_kernels`] did not turn them off.
+pub fn simd_kernels() -> bool {
+    use std::sync::atomic::Ordering;
+    match SIMD_KERNELS.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = std::env::var("STRATA_SIMD").map_or(true, |v| v != "off") && cpu_has_avx2();
+            SIMD_KERNELS.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Turns the AVX2 build of the elementwise loops on (where the CPU has it) or off, for the rest of the process
+/// (results are the same either way; tests and benchmarks compare the two).
+pub fn set_simd_kernels(enabled: bool) {
+    let on = enabled && cpu_has_avx2();
+    SIMD_KERNELS.store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn cpu_has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Chunk length of the slice kernels: large enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 1 << 14;
 
@@ -83,9 +138,9 @@ pub(crate) unsafe fn fill_vec<F: Float>(
     let mut out: Vec<F> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_THRESHOLD {
-        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| f(i * CHUNK, c));
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| simd(|| f(i * CHUNK, c)));
     } else {
-        spare.chunks_mut(CHUNK).enumerate().for_each(|(i, c)| f(i * CHUNK, c));
+        spare.chunks_mut(CHUNK).enumerate().for_each(|(i, c)| simd(|| f(i * CHUNK, c)));
     }
     // SAFETY: the capacity is `n`, and the caller's contract is that `f` initialised all `n` elements.
     unsafe { out.set_len(n) };

@@ -110,6 +110,11 @@ impl<F: Float> Tensor<F> {
         let mut rstd = vec![F::zero(); rows];
         let eps = F::of(eps);
         let row_fn = |((o, xh), (xr, r)): ((&mut [F], &mut [F]), (&[F], &mut F))| {
+            super::simd(|| layer_norm_row(o, xh, xr, r, (&w, &b), eps))
+        };
+        #[inline(always)]
+        fn layer_norm_row<F: Float>(o: &mut [F], xh: &mut [F], xr: &[F], r: &mut F, (w, b): (&[F], &[F]), eps: F) {
+            let d = xr.len();
             let n = F::of(d as f64);
             let mean = xr.iter().copied().sum::<F>() / n;
             let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<F>() / n;
@@ -120,7 +125,7 @@ impl<F: Float> Tensor<F> {
                 xh[j] = h;
                 o[j] = h * w[j] + b[j];
             }
-        };
+        }
         if x.len() >= PAR_THRESHOLD {
             out.par_chunks_mut(d)
                 .zip(xhat.par_chunks_mut(d))
@@ -139,6 +144,11 @@ impl<F: Float> Tensor<F> {
             let gx = needs[0].then(|| {
                 let mut dx = vec![F::zero(); gs.len()];
                 let f = |(dxr, (gr, (xh, &rs))): (&mut [F], (&[F], (&[F], &F)))| {
+                    super::simd(|| layer_norm_grad_row(dxr, gr, xh, rs, w))
+                };
+                #[inline(always)]
+                fn layer_norm_grad_row<F: Float>(dxr: &mut [F], gr: &[F], xh: &[F], rs: F, w: &[F]) {
+                    let d = gr.len();
                     let n = F::of(d as f64);
                     let mut mean_dxh = F::zero();
                     let mut mean_dxh_xh = F::zero();
@@ -152,7 +162,7 @@ impl<F: Float> Tensor<F> {
                     for j in 0..d {
                         dxr[j] = rs * (gr[j] * w[j] - mean_dxh - xh[j] * mean_dxh_xh);
                     }
-                };
+                }
                 if gs.len() >= PAR_THRESHOLD {
                     dx.par_chunks_mut(d).zip(gs.par_chunks(d).zip(xhat.par_chunks(d).zip(rstd.par_iter()))).for_each(f);
                 } else {
