@@ -4,11 +4,11 @@
 //! the attention probabilities are the only saved activation. Each (batch, head) is one task of single-threaded
 //! products, so results do not depend on the thread count.
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::matmul::{count_flops, runtime_setup};
-use super::simd;
+use super::{row_major, simd, zero_vec, zeros};
 use crate::{Float, Tensor};
 
 /// Which keys each query may see.
@@ -363,23 +363,23 @@ fn attend_separate<F: Float>(
     scale: F,
     mask: AttentionMask<'_>,
 ) -> Tensor<F> {
-    let standard = |x: &Tensor<F>| x.value().as_standard_layout().into_owned();
-    let (qa, ka, va) = (standard(q), standard(k), standard(v));
-    let mut out = ArrayD::<F>::zeros(IxDyn(out_shape));
-    let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
+    // Kept for the backward pass as handles, not copies.
+    let (qa, ka, va) = (row_major(q), row_major(k), row_major(v));
+    let mut out = zeros::<F>(out_shape);
+    let mut probs = zero_vec::<F>(d.batch * d.heads * d.t * d.s);
     let mask = OwnedMask::of(mask);
     let (qsl, ksl, vsl) =
-        (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+        (qa.value().as_slice().expect("standard"), ka.value().as_slice().expect("standard"), va.value().as_slice().expect("standard"));
     forward(d, scale, &mask, (qsl, lq), (ksl, lk), (vsl, lk), (out.as_slice_mut().expect("fresh"), lq), &mut probs);
     Tensor::from_op(out, &[q, k, v], move |g, _| {
         let g = owned(g);
-        let mut dq = ArrayD::<F>::zeros(qa.raw_dim());
-        let mut dk = ArrayD::<F>::zeros(ka.raw_dim());
-        let mut dv = ArrayD::<F>::zeros(va.raw_dim());
+        let mut dq = zeros::<F>(qa.shape());
+        let mut dk = zeros::<F>(ka.shape());
+        let mut dv = zeros::<F>(va.shape());
         let ptr = |a: &mut ArrayD<F>| SharedMut(a.as_mut_ptr());
         let grads = [(ptr(&mut dq), lq), (ptr(&mut dk), lk), (ptr(&mut dv), lk)];
         let (qsl, ksl, vsl) =
-            (qa.as_slice().expect("standard"), ka.as_slice().expect("standard"), va.as_slice().expect("standard"));
+            (qa.value().as_slice().expect("standard"), ka.value().as_slice().expect("standard"), va.value().as_slice().expect("standard"));
         backward(d, scale, &mask, &probs, (&g, lq), (qsl, lq), (ksl, lk), (vsl, lk), grads);
         vec![Some(dq), Some(dk), Some(dv)]
     })
@@ -446,17 +446,17 @@ impl<F: Float> Tensor<F> {
         let at = |offset| HeadLayout::interleaved(d.t, width, offset, d.dh);
         let (lq, lk, lv) = (at(0), at(d_model), at(2 * d_model));
         let lo = HeadLayout::interleaved(d.t, d_model, 0, d.dh);
-        let x = self.value().as_standard_layout().into_owned();
-        let mut out = ArrayD::<F>::zeros(IxDyn(&[d.batch, d.t, d_model]));
-        let mut probs = vec![F::zero(); d.batch * d.heads * d.t * d.s];
+        let x = row_major(self);
+        let mut out = zeros::<F>(&[d.batch, d.t, d_model]);
+        let mut probs = zero_vec::<F>(d.batch * d.heads * d.t * d.s);
         let (mask, scale) = (OwnedMask::of(mask), F::of(1.0 / (d.dh as f64).sqrt()));
-        let xs = x.as_slice().expect("standard");
+        let xs = x.value().as_slice().expect("standard");
         forward(d, scale, &mask, (xs, lq), (xs, lk), (xs, lv), (out.as_slice_mut().expect("fresh"), lo), &mut probs);
         Tensor::from_op(out, &[self], move |g, _| {
             let g = owned(g);
-            let mut dx = ArrayD::<F>::zeros(x.raw_dim());
+            let mut dx = zeros::<F>(x.shape());
             let p = SharedMut(dx.as_mut_ptr());
-            let xs = x.as_slice().expect("standard");
+            let xs = x.value().as_slice().expect("standard");
             // q, k and v's gradients are disjoint column blocks of one array.
             backward(d, scale, &mask, &probs, (&g, lo), (xs, lq), (xs, lk), (xs, lv), [(p, lq), (p, lk), (p, lv)]);
             vec![Some(dx)]

@@ -176,12 +176,12 @@ impl<F: Float> Tensor<F> {
         let g = Geom { c, h, w, kh, kw, oh, ow, stride: spec.stride, pad: spec.padding };
         let (p, taps, image) = (g.positions(), g.cols(), c * h * w);
         let per_image_tasks = n >= IMAGES_PER_TASK_FROM;
-        let x = self.value().as_standard_layout().into_owned();
+        let x = super::row_major(self);
         let wmat = weight.value().as_standard_layout().into_owned();
         let bias_v = bias.map(|b| b.value().as_slice().expect("1-d").to_vec());
         let mut y = vec![F::zero(); n * o * p];
         {
-            let (xs, ws) = (x.as_slice().expect("standard"), wmat.as_slice().expect("standard"));
+            let (xs, ws) = (x.value().as_slice().expect("standard"), wmat.as_slice().expect("standard"));
             // Per image: y_b [o, p] = W [o, taps] @ cols_b [taps, p] (+ bias per output channel); y starts at zero,
             // so the product is added (beta 1) instead of BLAS zeroing it again.
             for_each_image(&mut y, o * p, taps * p, per_image_tasks, |b, yb, cols| {
@@ -217,7 +217,7 @@ impl<F: Float> Tensor<F> {
             });
             let gw = needs[1].then(|| {
                 // dW = sum_b dy_b [o, p] @ cols_b^T [p, taps], in fixed groups of images.
-                let xs = keep_x.as_ref().expect("kept for weight grad").as_slice().expect("standard");
+                let xs = keep_x.as_ref().expect("kept for weight grad").value().as_slice().expect("standard");
                 let group_sum = |first: usize| {
                     let mut acc = vec![F::zero(); o * taps];
                     let mut cols = vec![F::zero(); taps * p];
@@ -278,7 +278,7 @@ impl<F: Float> Tensor<F> {
         let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
         assert!(h >= k && w >= k, "pool2d: kernel {k} larger than {h}x{w}");
         let (oh, ow) = ((h - k) / stride + 1, (w - k) / stride + 1);
-        let x = self.value().as_standard_layout().into_owned();
+        let x = self.value().as_standard_layout();
         let xs = x.as_slice().expect("standard");
         let planes = n * c;
         let mut out = vec![F::zero(); planes * oh * ow];
@@ -355,7 +355,7 @@ impl<F: Float> Tensor<F> {
         assert!(factor > 0, "upsample_nearest2d: factor 0");
         let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
         let (oh, ow) = (h * factor, w * factor);
-        let x = self.value().as_standard_layout().into_owned();
+        let x = self.value().as_standard_layout();
         let xs = x.as_slice().expect("standard");
         let mut out = vec![F::zero(); n * c * oh * ow];
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
@@ -400,7 +400,7 @@ impl<F: Float> Tensor<F> {
                 .collect()
         };
         let (ty, tx) = (taps(out_h, h), taps(out_w, w));
-        let x = self.value().as_standard_layout().into_owned();
+        let x = self.value().as_standard_layout();
         let xs = x.as_slice().expect("standard");
         let mut out = vec![F::zero(); n * c * out_h * out_w];
         out.par_chunks_mut(out_h * out_w).enumerate().for_each(|(p, o)| {

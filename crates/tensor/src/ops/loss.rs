@@ -14,13 +14,14 @@ impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn cross_entropy_with_ignore(&self, labels: &[usize], ignore_index: Option<usize>) -> Tensor<F> {
         let c = *self.shape().last().expect("cross_entropy on a 0-d tensor");
-        let x = self.value().as_standard_layout().into_owned();
+        // Kept for the backward pass as a handle, not a copy.
+        let x = super::row_major(self);
         let rows = x.len() / c.max(1);
         assert_eq!(labels.len(), rows, "cross_entropy: {} labels for {rows} rows of {:?}", labels.len(), self.shape());
         for &l in labels {
             assert!(l < c || Some(l) == ignore_index, "cross_entropy: label {l} out of range for {c} classes");
         }
-        let xs = x.as_slice().expect("standard");
+        let xs = x.value().as_slice().expect("standard");
         let counted = labels.iter().filter(|&&l| Some(l) != ignore_index).count().max(1);
         // Per-row log-sum-exp, kept for the backward pass.
         let lse: Vec<F> = xs
@@ -41,7 +42,7 @@ impl<F: Float> Tensor<F> {
         let labels = labels.to_vec();
         Tensor::from_op(v, &[self], move |g, _| {
             let scale = g.iter().next().copied().unwrap_or(F::zero()) / F::of(counted as f64);
-            let xs = x.as_slice().expect("standard");
+            let xs = x.value().as_slice().expect("standard");
             let mut dx = vec![F::zero(); xs.len()];
             dx.par_chunks_mut(c).zip(xs.par_chunks(c)).enumerate().for_each(|(r, (d, xr))| {
                 if Some(labels[r]) == ignore_index {

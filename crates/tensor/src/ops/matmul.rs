@@ -346,11 +346,7 @@ impl<F: Float> Tensor<F> {
         let n = w.shape()[1];
         let rows = self.len() / k.max(1);
         // A contiguous input is used in place (and kept, not copied, for the weight gradient).
-        let x = if self.value().is_standard_layout() {
-            self.clone()
-        } else {
-            Tensor::new(self.value().as_standard_layout().into_owned())
-        };
+        let x = super::row_major(self);
         let y = mm2(x.value().view().into_shape_with_order((rows, k)).expect("standard layout"), view2(w.value()));
         let mut out_shape = self.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 2") = n;
@@ -390,11 +386,7 @@ impl<F: Float> Tensor<F> {
         }
         let rows = self.len() / in_f.max(1);
         // A contiguous input is used in place (and kept, not copied, for the weight gradient).
-        let x = if self.value().is_standard_layout() {
-            self.clone()
-        } else {
-            Tensor::new(self.value().as_standard_layout().into_owned())
-        };
+        let x = super::row_major(self);
         fn x2<F: Float>(x: &Tensor<F>, rows: usize, cols: usize) -> ndarray::ArrayView2<'_, F> {
             x.value().view().into_shape_with_order((rows, cols)).expect("standard layout")
         }

@@ -149,16 +149,25 @@ pub(crate) unsafe fn fill_vec<F: Float>(
 
 /// A zero array, filled in parallel (a serial memset of a large buffer would idle the other cores).
 pub(crate) fn zeros<F: Float>(shape: &[usize]) -> ArrayD<F> {
-    let n = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), zero_vec(shape.iter().product())).expect("size")
+}
+
+/// `n` zeros, filled in parallel for large `n`.
+pub(crate) fn zero_vec<F: Float>(n: usize) -> Vec<F> {
     // SAFETY: the closure writes every element of its chunk.
-    let v = unsafe {
+    unsafe {
         fill_vec(n, |_, c| {
             c.iter_mut().for_each(|o| {
                 o.write(F::zero());
             })
         })
-    };
-    ArrayD::from_shape_vec(IxDyn(shape), v).expect("size")
+    }
+}
+
+/// `x` itself when its value is row-major (a handle: nothing is copied), else a row-major copy as a constant.
+/// Ops that keep an input for their backward pass keep it this way.
+pub(crate) fn row_major<F: Float>(x: &crate::Tensor<F>) -> crate::Tensor<F> {
+    if x.value().is_standard_layout() { x.clone() } else { crate::Tensor::new(copy(x.value())) }
 }
 
 /// A standard-layout (row-major) copy of any array or view, in parallel for large arrays.

@@ -101,7 +101,7 @@ impl<F: Float> Tensor<F> {
             weight.shape(),
             bias.shape()
         );
-        let x = self.value().as_standard_layout().into_owned();
+        let x = self.value().as_standard_layout();
         let rows = x.len() / d.max(1);
         let xs = x.as_slice().expect("standard");
         let (w, b) = (weight.value().as_slice().expect("1-d").to_vec(), bias.value().as_slice().expect("1-d").to_vec());
