@@ -368,8 +368,11 @@ fn attend_separate<F: Float>(
     let mut out = zeros::<F>(out_shape);
     let mut probs = zero_vec::<F>(d.batch * d.heads * d.t * d.s);
     let mask = OwnedMask::of(mask);
-    let (qsl, ksl, vsl) =
-        (qa.value().as_slice().expect("standard"), ka.value().as_slice().expect("standard"), va.value().as_slice().expect("standard"));
+    let (qsl, ksl, vsl) = (
+        qa.value().as_slice().expect("standard"),
+        ka.value().as_slice().expect("standard"),
+        va.value().as_slice().expect("standard"),
+    );
     forward(d, scale, &mask, (qsl, lq), (ksl, lk), (vsl, lk), (out.as_slice_mut().expect("fresh"), lq), &mut probs);
     Tensor::from_op(out, &[q, k, v], move |g, _| {
         let g = owned(g);
@@ -378,8 +381,11 @@ fn attend_separate<F: Float>(
         let mut dv = zeros::<F>(va.shape());
         let ptr = |a: &mut ArrayD<F>| SharedMut(a.as_mut_ptr());
         let grads = [(ptr(&mut dq), lq), (ptr(&mut dk), lk), (ptr(&mut dv), lk)];
-        let (qsl, ksl, vsl) =
-            (qa.value().as_slice().expect("standard"), ka.value().as_slice().expect("standard"), va.value().as_slice().expect("standard"));
+        let (qsl, ksl, vsl) = (
+            qa.value().as_slice().expect("standard"),
+            ka.value().as_slice().expect("standard"),
+            va.value().as_slice().expect("standard"),
+        );
         backward(d, scale, &mask, &probs, (&g, lq), (qsl, lq), (ksl, lk), (vsl, lk), grads);
         vec![Some(dq), Some(dk), Some(dv)]
     })
