@@ -54,14 +54,18 @@ fn input_row(g: Geom, oy: usize, ky: usize) -> Option<usize> {
     (oy * g.stride + ky).checked_sub(g.pad).filter(|&iy| iy < g.h)
 }
 
+/// The kernel taps `(channel, ky, kx)` in the order of the weight's `[c, kh, kw]` axes (the rows of im2col).
+fn kernel_taps(g: Geom) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..g.c).flat_map(move |ch| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ch, ky, kx))))
+}
+
 /// One image's im2col, one row per kernel tap and one column per output position: `[c * kh * kw, oh * ow]`
 /// (so `weight [o, c * kh * kw] @ cols` is the image's output in NCHW order). With stride 1 each output row is a
 /// contiguous copy of an input row.
 fn im2col_image<F: Float>(xb: &[F], g: Geom, cols: &mut [F]) {
     let p = g.positions();
     let taps = cols.chunks_mut(p);
-    let tap_index = (0..g.c).flat_map(|ch| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ch, ky, kx))));
-    for (row, (ch, ky, kx)) in taps.zip(tap_index) {
+    for (row, (ch, ky, kx)) in taps.zip(kernel_taps(g)) {
         let plane = &xb[ch * g.h * g.w..(ch + 1) * g.h * g.w];
         let (lo, hi) = valid_columns(g, kx);
         for (oy, dst) in row.chunks_mut(g.ow).enumerate() {
@@ -87,8 +91,7 @@ fn im2col_image<F: Float>(xb: &[F], g: Geom, cols: &mut [F]) {
 /// Adjoint of [`im2col_image`]: adds each tap's column gradients back into the image gradient `xb`.
 fn col2im_image_add<F: Float>(cols: &[F], g: Geom, xb: &mut [F]) {
     let p = g.positions();
-    let tap_index = (0..g.c).flat_map(|ch| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ch, ky, kx))));
-    for (row, (ch, ky, kx)) in cols.chunks(p).zip(tap_index) {
+    for (row, (ch, ky, kx)) in cols.chunks(p).zip(kernel_taps(g)) {
         let plane = &mut xb[ch * g.h * g.w..(ch + 1) * g.h * g.w];
         let (lo, hi) = valid_columns(g, kx);
         for (oy, src) in row.chunks(g.ow).enumerate() {
