@@ -49,7 +49,7 @@ const ROWS: [(&str, &str); 9] = [
     ("MiniLM fine-tuning step (B32 x T64, AdamW, all trainable)", "step"),
 ];
 
-/// The Strata workloads `bench_workload` runs, in table order.
+/// The Strata workloads `bench_workload` runs, in the order of [`ROWS`].
 const WORKLOADS: [&str; 9] = [
     "gemm-2048",
     "w2-train",
@@ -178,11 +178,12 @@ pub fn compare(args: &[String]) -> Result {
 }
 
 fn probe_groups(tool: &Path, anchors: &Path, ours: &Path, py: &str, torch: bool) -> Vec<Vec<Probe>> {
-    let strata = |workload: &str, row: &'static str| Probe {
+    // Workload `i` of `bench_workload` fills row `i` of the table.
+    let strata = |i: usize| Probe {
         system: System::Strata,
-        command: vec![tool.display().to_string(), workload.into()],
+        command: vec![tool.display().to_string(), WORKLOADS[i].into()],
         env: vec![],
-        rows: vec![(row, "")],
+        rows: vec![(ROWS[i].0, "")],
     };
     let script = |system, dir: &Path, name: &str, args: &[&str], rows: Vec<(&'static str, &'static str)>| {
         let mut command = vec![py.to_string(), dir.join(name).display().to_string()];
@@ -191,14 +192,14 @@ fn probe_groups(tool: &Path, anchors: &Path, ours: &Path, py: &str, torch: bool)
     };
     let nanogpt = ["--vocab", "65", "--d", "128", "--heads", "4", "--layers", "4", "--ctx", "64", "--batch", "12"];
     let mut groups = vec![
-        vec![strata("gemm-2048", ROWS[0].0), {
+        vec![strata(0), {
             let mut p = script(System::Numpy, anchors, "gemm_numpy.py", &[], vec![(ROWS[0].0, "numpy sgemm n=2048:")]);
             p.env.push(("OPENBLAS_NUM_THREADS", "2"));
             p
         }],
         vec![
-            strata("w2-train", ROWS[1].0),
-            strata("w2-forward", ROWS[2].0),
+            strata(1),
+            strata(2),
             script(
                 System::Jax,
                 anchors,
@@ -207,14 +208,14 @@ fn probe_groups(tool: &Path, anchors: &Path, ours: &Path, py: &str, torch: bool)
                 vec![(ROWS[1].0, "W2 LM train"), (ROWS[2].0, "W2 LM forward")],
             ),
         ],
-        vec![strata("nanogpt-train", ROWS[3].0), {
+        vec![strata(3), {
             let mut args: Vec<&str> = nanogpt.to_vec();
             args.extend(["--tied", "--no-bias"]);
             script(System::Jax, ours, "jax_lm_shapes.py", &args, vec![(ROWS[3].0, "JAX LM train:")])
         }],
         vec![
-            strata("cnn-train", ROWS[4].0),
-            strata("cnn-saliency", ROWS[5].0),
+            strata(4),
+            strata(5),
             script(
                 System::Jax,
                 anchors,
@@ -224,8 +225,8 @@ fn probe_groups(tool: &Path, anchors: &Path, ours: &Path, py: &str, torch: bool)
             ),
         ],
         vec![
-            strata("icl-looped", ROWS[6].0),
-            strata("icl-distinct", ROWS[7].0),
+            strata(6),
+            strata(7),
             script(
                 System::Jax,
                 anchors,
@@ -234,7 +235,7 @@ fn probe_groups(tool: &Path, anchors: &Path, ours: &Path, py: &str, torch: bool)
                 vec![(ROWS[6].0, "W1 ICL L=8 shared (looped)"), (ROWS[7].0, "W1 ICL L=8 distinct layers")],
             ),
         ],
-        vec![strata("minilm-train", ROWS[8].0)],
+        vec![strata(8)],
     ];
     if torch {
         groups[1].push(script(

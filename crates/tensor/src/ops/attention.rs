@@ -102,8 +102,8 @@ impl OwnedMask {
     /// upper triangle (about 40% of the work at 128 positions); otherwise one block covers every row.
     fn query_blocks(&self, d: &Dims) -> impl Iterator<Item = (usize, usize, usize)> + use<> {
         let (t, s) = (d.t, d.s);
-        let rows = if matches!(self, OwnedMask::Causal) { CAUSAL_QUERY_BLOCK } else { t.max(1) };
         let causal = matches!(self, OwnedMask::Causal);
+        let rows = if causal { CAUSAL_QUERY_BLOCK } else { t.max(1) };
         (0..t).step_by(rows).map(move |r0| {
             let r1 = (r0 + rows).min(t);
             (r0, r1, if causal { (r1 + s - t).min(s) } else { s })
